@@ -1,0 +1,157 @@
+"""Architecture registry. Every model takes images in [0, 1] and returns logits at T=1.
+
+Normalisation is the model's first layer, so attacks and their epsilon bounds work in the
+same [0, 1] pixel space a reader imagines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import DefdistillError
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std per channel; mean and std are saved with the weights."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class ImageClassifier(nn.Module):
+    """normalize -> features -> classifier; `features` is where feature-based methods hook."""
+
+    def __init__(self, normalize: Normalize, features: nn.Module, classifier: nn.Module) -> None:
+        super().__init__()
+        self.normalize = normalize
+        self.features = features
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(self.normalize(x)))
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """A named architecture: how to build it for a given input shape and class count."""
+
+    name: str
+    description: str
+    build: Callable[[tuple[int, int, int], int], tuple[nn.Module, nn.Module]]
+
+
+ARCHITECTURES: dict[str, ArchSpec] = {}
+
+
+def register_arch(name: str, description: str):
+    """Decorator: register a function (shape, num_classes) -> (features, classifier)."""
+
+    def decorate(build: Callable[[tuple[int, int, int], int], tuple[nn.Module, nn.Module]]):
+        ARCHITECTURES[name] = ArchSpec(name, description, build)
+        return build
+
+    return decorate
+
+
+def get_arch_spec(name: str) -> ArchSpec:
+    """Look an architecture up by name, with an error that lists the known ones."""
+    try:
+        return ARCHITECTURES[name]
+    except KeyError:
+        raise DefdistillError(
+            f"unknown architecture {name!r}: choose one of {', '.join(ARCHITECTURES)}"
+        ) from None
+
+
+def build_model(
+    arch: str,
+    shape: tuple[int, int, int],
+    num_classes: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+) -> ImageClassifier:
+    """Instantiate a registered architecture for inputs of `shape` (C, H, W)."""
+    features, classifier = get_arch_spec(arch).build(shape, num_classes)
+    return ImageClassifier(Normalize(mean, std), features, classifier)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _flat_size(features: nn.Module, shape: tuple[int, int, int]) -> int:
+    with torch.no_grad():
+        return features(torch.zeros(1, *shape)).flatten(1).shape[1]
+
+
+@register_arch("digits-cnn", "two 3x3 conv (32, 64), max-pool, FC 128, dropout; for 8x8 digits")
+def _digits_cnn(shape: tuple[int, int, int], num_classes: int) -> tuple[nn.Module, nn.Module]:
+    features = nn.Sequential(
+        nn.Conv2d(shape[0], 32, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+    )
+    classifier = nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(_flat_size(features, shape), 128),
+        nn.ReLU(),
+        nn.Dropout(0.3),
+        nn.Linear(128, num_classes),
+    )
+    return features, classifier
+
+
+def _papernot_net(
+    shape: tuple[int, int, int], num_classes: int, convs: tuple[int, int, int, int], fc: int
+) -> tuple[nn.Module, nn.Module]:
+    c1, c2, c3, c4 = convs
+    features = nn.Sequential(
+        nn.Conv2d(shape[0], c1, 3),
+        nn.ReLU(),
+        nn.Conv2d(c1, c2, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(c2, c3, 3),
+        nn.ReLU(),
+        nn.Conv2d(c3, c4, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+    )
+    classifier = nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(_flat_size(features, shape), fc),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(fc, fc),
+        nn.ReLU(),
+        nn.Linear(fc, num_classes),
+    )
+    return features, classifier
+
+
+@register_arch(
+    "papernot-mnist",
+    "Papernot et al. 2016, Table 1 (MNIST): conv 32, 32, pool, conv 64, 64, pool, FC 200, 200",
+)
+def _papernot_mnist(shape: tuple[int, int, int], num_classes: int) -> tuple[nn.Module, nn.Module]:
+    return _papernot_net(shape, num_classes, (32, 32, 64, 64), 200)
+
+
+@register_arch(
+    "papernot-cifar10",
+    "Papernot et al. 2016, Table 1 (CIFAR-10): conv 64, 64, pool, conv 128, 128, pool, FC 256, 256",
+)
+def _papernot_cifar10(shape: tuple[int, int, int], num_classes: int) -> tuple[nn.Module, nn.Module]:
+    return _papernot_net(shape, num_classes, (64, 64, 128, 128), 256)

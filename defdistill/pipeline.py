@@ -1,0 +1,65 @@
+"""Compositions of the steps: the demo that runs the whole study on one dataset."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .attacks import DEFAULT_EPS, AttackSettings, attack_model, check_attacks, check_eps
+from .data import get_dataset_spec
+from .distill import distill
+from .progress import SILENT, ProgressReporter
+from .runs import check_temperature, run_name
+from .tables import rebuild_tables
+from .training import train_teacher
+
+
+@dataclass
+class DemoReport:
+    """What the demo produced."""
+
+    runs: list[Path]
+    tables: dict[str, pd.DataFrame]
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+
+def run_demo(
+    dataset: str = "digits",
+    T: float = 100.0,
+    attacks: Sequence[str] = ("fgsm", "pgd", "cw"),
+    eps: Sequence[float] = DEFAULT_EPS,
+    n: int | None = None,
+    epochs: int | None = None,
+    seed: int = 0,
+    settings: AttackSettings = AttackSettings(),
+    runs_dir: str | Path = "runs",
+    results_dir: str | Path = "results",
+    data_dir: str | Path = "data",
+    device: str = "auto",
+    progress: ProgressReporter = SILENT,
+) -> DemoReport:
+    """Teachers at T=1 and T, the student at T, every attack on every model, then the tables."""
+    get_dataset_spec(dataset)
+    T = check_temperature(T)
+    attacks = check_attacks(attacks)
+    eps = check_eps(eps)
+    started = time.perf_counter()
+    common = dict(dataset=dataset, seed=seed, runs_dir=runs_dir, data_dir=data_dir, device=device, progress=progress)
+    runs = [train_teacher(T=1.0, epochs=epochs, **common).path]
+    if T != 1.0:
+        runs.append(train_teacher(T=T, epochs=epochs, **common).path)
+    student = distill(T=T, teacher=run_name("teacher", T), epochs=epochs, results_dir=results_dir, **common)
+    runs.append(student.path)
+    notes = list(student.notes)
+    for path in runs:
+        report = attack_model(
+            model=str(path), attacks=attacks, eps=eps, n=n, settings=settings, results_dir=results_dir, **common
+        )
+        notes.extend(report.notes)
+    tables = rebuild_tables(results_dir)
+    return DemoReport(runs, tables, time.perf_counter() - started, notes)
