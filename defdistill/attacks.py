@@ -150,7 +150,8 @@ def attack_metrics(
         "clean_acc": n_correct / n if n else math.nan,
         "robust_acc": int((clean_correct & ~is_adv).sum()) / n if n else math.nan,
         "success_rate": n_success / n_correct if n_correct else math.nan,
-        "median_dist": float(distances[success].median()) if n_success else math.nan,
+        # quantile, not Tensor.median: the latter returns the lower of the two middle values
+        "median_dist": float(distances[success].double().quantile(0.5)) if n_success else math.nan,
     }
 
 
