@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo reproduce test lint format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/defdistill demo
 
+# Papernot et al.'s temperature study on digits: runs/, then results/ with REPORT.md and plots.
+reproduce: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" experiments/temperature_sweep.sh digits -j 2
+
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
@@ -28,6 +32,16 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format defdistill tests
 	$(BIN)/ruff check --fix defdistill tests
+
+# `make bench` writes results/benchmarks.{json,md}; `make bench QUICK=1` is the under-a-minute run.
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/run.py $(if $(QUICK),--quick,)
 
 clean:
 	rm -rf runs data .pytest_cache

@@ -2,7 +2,8 @@
 
 Small datasets are returned as whole in-memory tensors; at these sizes a DataLoader only
 adds overhead. `digits` ships inside scikit-learn and needs no download; the others are read
-from `data_dir` through torchvision's own loaders.
+from `data_dir` in the layout torchvision uses (datafiles.py parses them; `download=True`
+fetches missing files through torchvision).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .datafiles import CIFAR_FILES, CIFAR_FOLDER, IDX_FILES, expected_files, load_cifar_split, load_idx_split
 from .errors import DefdistillError
 
 SPLITS = ("train", "test")
@@ -48,9 +50,7 @@ def get_dataset_spec(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
     except KeyError:
-        raise DefdistillError(
-            f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}"
-        ) from None
+        raise DefdistillError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}") from None
 
 
 def load_dataset(
@@ -62,6 +62,14 @@ def load_dataset(
         raise DefdistillError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
     x, y = spec.loader(split, Path(data_dir), download)
     return x.clone(), y.clone()
+
+
+def fetch_dataset(name: str, data_dir: str | Path = "data") -> None:
+    """Download the files of `name` that `data_dir` lacks (none for embedded datasets), then read
+    both splits once, so a damaged download is reported now rather than mid-experiment."""
+    spec = get_dataset_spec(name)
+    for split in SPLITS:
+        spec.loader(split, Path(data_dir), True)
 
 
 # --- digits: scikit-learn's 8x8 handwritten digits, shipped with the package -------------
@@ -77,9 +85,7 @@ def _digits_splits() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     labels = bunch.target.astype(np.int64)
     # A stratified 80/20 split fixed by seed 0, whatever seed the experiment uses, so every
     # run of every command sees the same test set.
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        images, labels, test_size=0.2, stratify=labels, random_state=0
-    )
+    x_tr, x_te, y_tr, y_te = train_test_split(images, labels, test_size=0.2, stratify=labels, random_state=0)
     return {
         "train": (torch.from_numpy(x_tr), torch.from_numpy(y_tr)),
         "test": (torch.from_numpy(x_te), torch.from_numpy(y_te)),
@@ -103,64 +109,48 @@ register_dataset(
 )
 
 
-# --- torchvision datasets read from --data-dir ---------------------------------------------
+# --- MNIST, Fashion-MNIST and CIFAR-10, read from --data-dir ---------------------------------
+# The files are parsed by datafiles.py (IDX, and CIFAR's pickled batches through a restricted
+# unpickler); torchvision only downloads them, with --download.
 
 
-def _torchvision_loader(class_name: str, dataset_name: str, expected: str) -> Callable:
+def _to_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.from_numpy(np.array(images, dtype=np.uint8, order="C"))  # a writable copy
+    if x.ndim == 3:  # (N, H, W) grey images
+        x = x[:, None, :, :]
+    return x.to(torch.float32).div_(255.0).contiguous(), torch.from_numpy(labels.astype(np.int64))
+
+
+def _idx_loader(dataset: str, folder: str, torchvision_class: str) -> Callable:
     def load(split: str, data_dir: Path, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        import torchvision
-
-        cls = getattr(torchvision.datasets, class_name)
-        try:
-            ds = cls(root=str(data_dir), train=(split == "train"), download=download)
-        except RuntimeError as exc:  # torchvision's "Dataset not found" error
-            raise DefdistillError(
-                f"dataset {dataset_name!r} is not in {data_dir}: put {expected} there, "
-                f"or add --download on a machine with internet ({exc})"
-            ) from None
-        data = ds.data
-        data = torch.as_tensor(np.asarray(data))
-        if data.ndim == 3:  # MNIST-like: (N, H, W) uint8
-            data = data[:, None, :, :]
-        else:  # CIFAR-10: (N, H, W, C) uint8
-            data = data.permute(0, 3, 1, 2)
-        x = data.to(torch.float32).div_(255.0).contiguous()
-        y = torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
-        return x, y
+        images, labels = load_idx_split(
+            dataset, folder, torchvision_class, split, data_dir, download, (28, 28), num_classes=10
+        )
+        return _to_tensors(images, labels)
 
     return load
 
 
-register_dataset(
-    DatasetSpec(
-        name="mnist",
-        num_classes=10,
-        shape=(1, 28, 28),
-        mean=(0.1307,),
-        std=(0.3081,),
-        default_arch="papernot-mnist",
-        loader=_torchvision_loader(
-            "MNIST", "mnist", "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]"
-        ),
-        needs_files="MNIST/raw/*-ubyte",
+def _load_cifar10(split: str, data_dir: Path, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    return _to_tensors(*load_cifar_split("cifar10", split, data_dir, download))
+
+
+for _name, _folder, _class, _mean, _std in (
+    ("mnist", "MNIST", "MNIST", 0.1307, 0.3081),
+    ("fashion-mnist", "FashionMNIST", "FashionMNIST", 0.2860, 0.3530),
+):
+    register_dataset(
+        DatasetSpec(
+            name=_name,
+            num_classes=10,
+            shape=(1, 28, 28),
+            mean=(_mean,),
+            std=(_std,),
+            default_arch="papernot-mnist",
+            loader=_idx_loader(_name, _folder, _class),
+            needs_files=expected_files(f"{_folder}/raw", IDX_FILES) + " (raw or .gz)",
+        )
     )
-)
-register_dataset(
-    DatasetSpec(
-        name="fashion-mnist",
-        num_classes=10,
-        shape=(1, 28, 28),
-        mean=(0.2860,),
-        std=(0.3530,),
-        default_arch="papernot-mnist",
-        loader=_torchvision_loader(
-            "FashionMNIST",
-            "fashion-mnist",
-            "FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]",
-        ),
-        needs_files="FashionMNIST/raw/*-ubyte",
-    )
-)
 register_dataset(
     DatasetSpec(
         name="cifar10",
@@ -169,9 +159,7 @@ register_dataset(
         mean=(0.4914, 0.4822, 0.4465),
         std=(0.2470, 0.2435, 0.2616),
         default_arch="papernot-cifar10",
-        loader=_torchvision_loader(
-            "CIFAR10", "cifar10", "cifar-10-batches-py/ (data_batch_1..5, test_batch, batches.meta)"
-        ),
-        needs_files="cifar-10-batches-py/",
+        loader=_load_cifar10,
+        needs_files=expected_files(CIFAR_FOLDER, CIFAR_FILES),
     )
 )

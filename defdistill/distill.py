@@ -1,67 +1,79 @@
-"""Defensive distillation: a student trained on the teacher's soft labels softmax(z_t / T).
+"""Distillation: a student trained on the teacher's soft labels softmax(z_t / T), and its variants.
 
-Papernot et al. (2016) train the teacher at T as well and deploy the student at T=1. With
-`alpha` < 1 the soft term is mixed with hard-label cross-entropy as in Hinton et al. (2015).
+Papernot et al. (2016) train the teacher at T as well and deploy the student at T=1 (method
+`soft`). `hinton` mixes hard-label cross-entropy in (Hinton et al. 2015); the feature and relation
+methods of losses.py add a term on intermediate layers. Students may be smaller than the teacher,
+trained on another transfer set, or born again (Furlanello et al. 2018, "Born-Again Neural
+Networks": each generation, of the same architecture, teaches the next).
+
+The teacher's outputs on the transfer set (logits, and hooked features where a method needs them)
+are computed once and cached beside the teacher, keyed by its weights and the inputs, so every
+method and temperature reuses them: softmax(z/T) is taken from the cached logits.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import math
+import re
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
-import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
 
 from .data import get_dataset_spec, load_dataset
 from .errors import DefdistillError
-from .models import build_model
+from .fileio import atomic_write_with, ensure_writable_dir
+from .losses import (
+    DistillationObjective,
+    MethodSpec,
+    capture_outputs,
+    distillation_loss,
+    get_method,
+    resolve_layer,
+)
+from .models import build_model, count_parameters, get_arch_spec
 from .progress import SILENT, ProgressReporter
-from .runs import check_temperature, format_T, load_run, resolve_model, run_dir, run_name, save_run
+from .runs import ROLES, check_temperature, format_T, load_run, resolve_model, run_dir, run_name, save_run
 from .runtime import resolve_device, seed_everything
 from .tables import record_accuracy_gap
 from .training import (
-    LossFn,
+    EVAL_BATCH,
     Recipe,
     RunResult,
     accuracy,
     base_meta,
     check_positive_int,
+    check_seed,
     finish_meta,
     fit,
-    predict_logits,
-    recipe_for,
+    make_recipe,
+    training_checkpoint,
+    warm_start,
 )
 
+__all__ = ["distill", "distillation_loss", "choose_teacher", "teacher_outputs", "DistillResult"]
 
-def distillation_loss(
-    student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
-    labels: torch.Tensor,
-    T: float,
-    alpha: float = 1.0,
-) -> torch.Tensor:
-    """alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, labels).
-
-    `batchmean` divides by the batch only (`mean` would also divide by the class count), and
-    T^2 keeps the soft term's gradient independent of T (Hinton et al. 2015, section 2).
-    """
-    soft = F.kl_div(
-        F.log_softmax(student_logits / T, dim=1),
-        F.log_softmax(teacher_logits / T, dim=1),
-        reduction="batchmean",
-        log_target=True,
-    ) * (T * T)
-    if alpha >= 1.0:
-        return soft
-    return alpha * soft + (1.0 - alpha) * F.cross_entropy(student_logits, labels)
+TRANSFER_SETS = ("train", "unlabeled", "noise")
+NO_LABEL = -1  # the label of a transfer example without one: cross-entropy would fail on it, loudly
+CACHE_DIR = "cache"
+CACHE_VERSION = "1"
+FEATURE_PREFIX = "features/"
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]{0,99}$")
 
 
-def _distillation_loss_fn(T: float, alpha: float) -> LossFn:
-    def loss(logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return distillation_loss(logits, teacher_logits, labels, T, alpha)
+@dataclass
+class DistillResult(RunResult):
+    """The last generation's run; `generations` lists every generation's run, in order."""
 
-    return loss
+    generations: list[RunResult] = field(default_factory=list)
 
 
 def choose_teacher(
@@ -91,11 +103,296 @@ def choose_teacher(
     )
 
 
+# --- options ---------------------------------------------------------------------------------
+
+
+def resolve_method(method: str | None, alpha: float | None) -> tuple[MethodSpec, float]:
+    """The method and its alpha. Without a method, alpha < 1 means `hinton`, else `soft`."""
+    if alpha is not None and not (
+        isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and 0.0 <= alpha <= 1.0
+    ):
+        raise DefdistillError(f"--alpha must lie in [0, 1], got {alpha}")
+    if method is None:
+        method = "hinton" if alpha is not None and alpha < 1.0 else "soft"
+    spec = get_method(method)
+    alpha = spec.default_alpha if alpha is None else float(alpha)
+    if spec.name == "soft" and alpha < 1.0:
+        raise DefdistillError(
+            f"--method soft trains on soft labels only, so --alpha {alpha} does not apply: "
+            "use --method hinton to mix in hard labels"
+        )
+    if spec.name == "hinton" and alpha >= 1.0:
+        raise DefdistillError("--method hinton with --alpha 1 is --method soft: pick an alpha below 1")
+    return spec, alpha
+
+
+def check_run_name(name: str) -> str:
+    """A run name is a plain folder name that cannot be mistaken for a role."""
+    if not isinstance(name, str) or not RUN_NAME.match(name) or name in ROLES:
+        raise DefdistillError(
+            f"--name {name!r} is not a usable run name: use letters, digits and . _ + = - "
+            "(not starting with a dot, not 'teacher' or 'student'), e.g. student-T100-small"
+        )
+    return name
+
+
+def default_student_name(T: float, method: str, arch: str, teacher_arch: str, transfer_set: str) -> str:
+    """`student-T<T>` for Papernot's and Hinton's losses on the teacher's architecture and data;
+    otherwise the method, architecture and transfer set that differ are appended."""
+    parts = [run_name("student", T)]
+    if method not in ("soft", "hinton"):
+        parts.append(method)
+    if arch != teacher_arch:
+        parts.append(arch)
+    if transfer_set != "train":
+        parts.append(transfer_set)
+    return "-".join(parts)
+
+
+def transfer_set_inputs(
+    dataset: str, transfer_set: str, data_dir: str | Path, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs the teacher labels and the student learns from, and their labels (-1 where none).
+
+    `unlabeled` is the training images with their labels withheld; `noise` is as many uniform
+    noise images in [0, 1], drawn from `seed` (the data-free end of the scale).
+    """
+    if transfer_set not in TRANSFER_SETS:
+        raise DefdistillError(
+            f"unknown transfer set {transfer_set!r}: choose one of {', '.join(TRANSFER_SETS)}"
+        )
+    x, y = load_dataset(dataset, "train", data_dir)
+    if transfer_set == "train":
+        return x, y
+    if transfer_set == "noise":
+        x = torch.rand(x.shape, generator=torch.Generator().manual_seed(seed))
+    return x, torch.full_like(y, NO_LABEL)
+
+
+# --- the teacher's outputs, cached -----------------------------------------------------------
+
+
+def _inputs_digest(x: torch.Tensor) -> str:
+    return hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
+def teacher_cache_path(
+    teacher_path: Path, teacher_meta: dict[str, Any], transfer_set: str, x: torch.Tensor
+) -> tuple[Path, dict[str, str]]:
+    """Where the teacher's outputs on `x` are cached, and the identity the file must carry."""
+    identity = {
+        "version": CACHE_VERSION,
+        "teacher_sha256": str(teacher_meta["weights_sha256"]),
+        "dataset": str(teacher_meta["dataset"]),
+        "transfer_set": transfer_set,
+        "inputs_sha256": _inputs_digest(x),
+        "n": str(len(x)),
+    }
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
+    return teacher_path / CACHE_DIR / f"{key}.safetensors", identity
+
+
+def compute_teacher_outputs(
+    model: nn.Module, x: torch.Tensor, layers: list[str], device: torch.device, batch_size: int = EVAL_BATCH
+) -> dict[str, torch.Tensor]:
+    """Logits and the outputs of `layers` on `x` (eval mode, no autograd), on the CPU."""
+    model.to(device).eval()
+    chunks: dict[str, list[torch.Tensor]] = {"logits": [], **{FEATURE_PREFIX + p: [] for p in layers}}
+    with torch.inference_mode(), capture_outputs(model, layers) as hooked:
+        for start in range(0, len(x), batch_size):
+            chunks["logits"].append(model(x[start : start + batch_size].to(device)).float().cpu())
+            for path in layers:
+                chunks[FEATURE_PREFIX + path].append(hooked[path].float().cpu())
+    return {k: torch.cat(v).contiguous() for k, v in chunks.items()}
+
+
+def _read_cache(path: Path, identity: dict[str, str], n: int) -> dict[str, torch.Tensor]:
+    """The cached tensors, or {} when the file is absent, damaged or for other inputs."""
+    if not path.is_file():
+        return {}
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            if handle.metadata() != identity:
+                return {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError):
+        return {}  # a derived file: recompute rather than fail
+    if any(len(t) != n for t in tensors.values()) or "logits" not in tensors:
+        return {}
+    return tensors
+
+
+def teacher_outputs(
+    teacher: nn.Module,
+    teacher_path: Path,
+    teacher_meta: dict[str, Any],
+    transfer_set: str,
+    x: torch.Tensor,
+    layers: list[str],
+    device: torch.device,
+) -> tuple[dict[str, torch.Tensor], bool]:
+    """The teacher's logits (and `layers`' outputs) on `x`, from the cache when it has them.
+
+    Returns the tensors and whether they all came from the cache. Missing layers are computed
+    and the cache is rewritten (atomically) with the union; a cache that cannot be written is
+    skipped, since it only saves time.
+    """
+    path, identity = teacher_cache_path(teacher_path, teacher_meta, transfer_set, x)
+    cached = _read_cache(path, identity, len(x))
+    missing = [p for p in layers if FEATURE_PREFIX + p not in cached]
+    if cached and not missing:
+        return cached, True
+    fresh = compute_teacher_outputs(teacher, x, missing, device)
+    tensors = {**cached, **fresh}
+    with contextlib.suppress(OSError):  # a read-only teacher folder: distil without caching
+        atomic_write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=identity))
+    return tensors, False
+
+
+# --- one generation --------------------------------------------------------------------------
+
+
+def _probe_shapes(model: nn.Module, layer: str, shape: tuple[int, int, int]) -> tuple[int, ...]:
+    """The output shape (without the batch) of `layer` for one input, from a dry forward pass."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), capture_outputs(model, [layer]) as hooked:
+        model(torch.zeros(2, *shape, device=device))
+    model.train(was_training)
+    return tuple(hooked[layer].shape[1:])
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything validated before any training starts."""
+
+    dataset: str
+    T: float
+    method: MethodSpec
+    alpha: float
+    arch: str | None
+    layer: str | None
+    weight: float
+    transfer_set: str
+    recipe: Recipe
+    generations: int
+    resume: bool = False
+    data_dir: str | Path = "data"  # for the warm start, which trains on the labelled training split
+
+
+def _distill_generation(
+    plan: _Plan,
+    teacher_path: Path,
+    teacher_model: nn.Module,
+    teacher_meta: dict[str, Any],
+    name: str,
+    generation: int,
+    seed: int,
+    x_transfer: torch.Tensor,
+    y_transfer: torch.Tensor,
+    x_test: torch.Tensor,
+    y_test: torch.Tensor,
+    notes: list[str],
+    results_dir: str | Path,
+    runs_dir: str | Path,
+    device: torch.device,
+    progress: ProgressReporter,
+) -> RunResult:
+    spec = get_dataset_spec(plan.dataset)
+    arch = plan.arch or teacher_meta["arch"]
+    path = run_dir(runs_dir, plan.dataset, name)
+    checkpoint, resume_notes = training_checkpoint(
+        path, "student", plan.dataset, arch, plan.T, seed, plan.recipe, plan.resume,
+        teacher_sha256=teacher_meta["weights_sha256"], method=plan.method.name, alpha=plan.alpha,
+        layer=plan.layer, feature_weight=plan.weight, transfer_set=plan.transfer_set, generation=generation,
+    )  # fmt: skip
+    notes.extend(resume_notes)  # the caller's list: the command line prints it
+    started = time.perf_counter()
+    seed_everything(seed)
+    try:
+        student = build_model(arch, spec.shape, spec.num_classes, spec.mean, spec.std).to(device)
+    except RuntimeError as exc:
+        raise DefdistillError(
+            f"architecture {arch!r} does not fit {plan.dataset!r} inputs of shape {spec.shape} ({exc}): "
+            "pick another --student-arch (see `defdistill archs`)"
+        ) from None
+    if not (plan.resume and checkpoint.exists()):  # the teacher's warm start, when the recipe has one
+        warm_start(
+            student, plan.dataset, plan.data_dir, plan.recipe, device, seed, progress, f"{name} warm start"
+        )
+
+    feature_loss, student_layer, teacher_layer = None, None, None
+    if plan.method.uses_features:
+        layer = plan.layer or plan.method.layer
+        student_layer, teacher_layer = resolve_layer(student, layer), resolve_layer(teacher_model, layer)
+        s_shape = _probe_shapes(student, student_layer, spec.shape)
+        t_shape = _probe_shapes(teacher_model, teacher_layer, spec.shape)
+        if plan.method.needs_spatial and (len(s_shape) != 3 or len(t_shape) != 3):
+            raise DefdistillError(
+                f"--method {plan.method.name} needs spatial feature maps, but layer {layer!r} gives "
+                f"{s_shape} in the student and {t_shape} in the teacher: use a convolutional "
+                "student, or --layer naming a convolutional layer of both"
+            )
+        feature_loss = plan.method.build(s_shape, t_shape)
+
+    targets, from_cache = teacher_outputs(
+        teacher_model, teacher_path, teacher_meta, plan.transfer_set, x_transfer,
+        [teacher_layer] if teacher_layer else [], device,
+    )  # fmt: skip
+    batch_targets = {"logits": targets["logits"]}
+    if teacher_layer:
+        batch_targets["features"] = targets[FEATURE_PREFIX + teacher_layer]
+
+    with capture_outputs(student, [student_layer] if student_layer else []) as hooked:
+        objective = DistillationObjective(
+            plan.T,
+            plan.alpha,
+            feature_loss,
+            plan.weight,
+            student_layer,
+            student_outputs=hooked,
+            t_squared=plan.recipe.t_squared,
+        )
+        losses = fit(
+            student, x_transfer, y_transfer, batch_targets, objective, plan.recipe, device, seed,
+            progress, f"{plan.dataset} {name}", checkpoint,
+        )  # fmt: skip
+    test_acc = accuracy(student, x_test, y_test, device)
+    meta = finish_meta(
+        base_meta(plan.dataset, arch, "student", plan.T, seed, plan.recipe), started, losses, test_acc
+    )
+    meta.update(
+        teacher=teacher_path.name,
+        teacher_T=teacher_meta["T"],
+        teacher_acc=teacher_meta["clean_acc"],
+        teacher_arch=teacher_meta["arch"],
+        teacher_params=count_parameters(teacher_model),
+        params=count_parameters(student),
+        method=plan.method.name,
+        method_citation=plan.method.citation,
+        alpha=plan.alpha,
+        feature_layer=student_layer,
+        teacher_feature_layer=teacher_layer,
+        feature_weight=plan.weight if plan.method.uses_features else None,
+        regressor_params=count_parameters(feature_loss) if feature_loss is not None else 0,
+        transfer_set=plan.transfer_set,
+        generation=generation,
+        generations=plan.generations,
+        teacher_outputs_cached=from_cache,
+        notes=notes,
+    )
+    meta = save_run(path, student.cpu(), meta)
+    checkpoint.clear()
+    record_accuracy_gap(results_dir, meta, student_name=name)
+    return RunResult(path, meta, list(notes))
+
+
 def distill(
     dataset: str = "digits",
     T: float = 100.0,
     teacher: str | None = None,
-    alpha: float = 1.0,
+    alpha: float | None = None,
     epochs: int | None = None,
     seed: int = 0,
     arch: str | None = None,
@@ -106,47 +403,78 @@ def distill(
     data_dir: str | Path = "data",
     device: str = "auto",
     progress: ProgressReporter = SILENT,
-) -> RunResult:
-    """Train `student-T<T>` on the teacher's soft labels at T; record its accuracy gap."""
-    spec = get_dataset_spec(dataset)
+    method: str | None = None,
+    name: str | None = None,
+    generations: int = 1,
+    transfer_set: str = "train",
+    layer: str | None = None,
+    feature_weight: float | None = None,
+    resume: bool = False,
+    recipe: str | None = None,
+) -> DistillResult:
+    """Train a student from the teacher at T with `method`; record its accuracy gap.
+
+    `arch` is the student's architecture (default: the teacher's). With `generations` > 1 the
+    runs are `<name>-gen1` ... `<name>-genN`, each taught by the one before (born-again
+    networks); generation g is seeded with seed + g - 1. `layer` overrides the module path a
+    feature method hooks, `feature_weight` the weight of its term.
+    """
+    get_dataset_spec(dataset)
     T = check_temperature(T)
-    if not (isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0):
-        raise DefdistillError(f"--alpha must lie in [0, 1], got {alpha}")
-    base = recipe_for(dataset)
-    recipe = Recipe(
-        epochs=check_positive_int(epochs, "--epochs") if epochs is not None else base.epochs,
-        batch_size=check_positive_int(batch_size, "--batch-size") if batch_size is not None else base.batch_size,
-        lr=lr if lr is not None else base.lr,
-        weight_decay=base.weight_decay,
-    )
+    spec, alpha = resolve_method(method, alpha)
+    check_positive_int(generations, "--generations")
+    if arch is not None:
+        get_arch_spec(arch)
+    if transfer_set not in TRANSFER_SETS:
+        raise DefdistillError(
+            f"unknown transfer set {transfer_set!r}: choose one of {', '.join(TRANSFER_SETS)}"
+        )
+    if transfer_set != "train" and alpha < 1.0:
+        raise DefdistillError(
+            f"--method {spec.name} with alpha {alpha} needs hard labels, which --transfer-set {transfer_set} "
+            "does not have: pass --alpha 1 (soft labels only) or --transfer-set train"
+        )
+    if not spec.uses_features and (layer is not None or feature_weight is not None):
+        raise DefdistillError(
+            f"--layer and --feature-weight apply to feature methods, not --method {spec.name}"
+        )
+    weight = spec.weight if feature_weight is None else feature_weight
+    if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
+        raise DefdistillError(f"--feature-weight must be a finite number >= 0, got {weight}")
+    if name is not None:
+        check_run_name(name)
+    settings = make_recipe(dataset, epochs, batch_size, lr, recipe)
+    if transfer_set != "train" and settings.warmup_epochs_at_T1 > 0:
+        raise DefdistillError(
+            f"recipe {settings.name!r} warm-starts the student on the labelled training split, which "
+            f"--transfer-set {transfer_set} withholds: pass --recipe digits (no warm start)"
+        )
+    check_seed(seed)
+    plan = _Plan(
+        dataset, T, spec, alpha, arch, layer, float(weight), transfer_set, settings, generations, resume,
+        data_dir,
+    )  # fmt: skip
     torch_device = resolve_device(device)
     teacher_path, notes = choose_teacher(runs_dir, dataset, T, teacher)
     teacher_model, teacher_meta = load_run(teacher_path, dataset=dataset, map_location=torch_device)
-    arch = arch or teacher_meta["arch"]
-    x_train, y_train = load_dataset(dataset, "train", data_dir)
+    ensure_writable_dir(Path(runs_dir) / dataset, "--runs-dir")  # before training, not after it
+    ensure_writable_dir(results_dir, "--results-dir")
+    base_name = name or default_student_name(
+        T, spec.name, arch or teacher_meta["arch"], teacher_meta["arch"], transfer_set
+    )
+    x_transfer, y_transfer = transfer_set_inputs(dataset, transfer_set, data_dir, seed)
     x_test, y_test = load_dataset(dataset, "test", data_dir)
 
-    started = time.perf_counter()
-    # The teacher's logits over the transfer set, once (N x K floats), not once per batch.
-    teacher_logits = predict_logits(teacher_model, x_train, torch_device)
-    seed_everything(seed)
-    student = build_model(arch, spec.shape, spec.num_classes, spec.mean, spec.std)
-    name = run_name("student", T)
-    losses = fit(
-        student, x_train, y_train, teacher_logits, _distillation_loss_fn(T, alpha), recipe,
-        torch_device, seed, progress, f"{dataset} {name}",
-    )
-    test_acc = accuracy(student, x_test, y_test, torch_device)
-    meta = finish_meta(base_meta(dataset, arch, "student", T, seed, recipe), started, losses, test_acc)
-    meta.update(
-        teacher=teacher_path.name,
-        teacher_T=teacher_meta["T"],
-        teacher_acc=teacher_meta["clean_acc"],
-        alpha=alpha,
-        method="soft" if alpha >= 1.0 else "hinton",
-        notes=notes,
-    )
-    path = run_dir(runs_dir, dataset, name)
-    meta = save_run(path, student.cpu(), meta)
-    record_accuracy_gap(results_dir, meta, student_name=name)
-    return RunResult(path, meta, notes)
+    results: list[RunResult] = []
+    for generation in range(1, generations + 1):
+        run = base_name if generations == 1 else f"{base_name}-gen{generation}"
+        result = _distill_generation(
+            plan, teacher_path, teacher_model, teacher_meta, run, generation, seed + generation - 1,
+            x_transfer, y_transfer, x_test, y_test, notes if generation == 1 else [], results_dir,
+            runs_dir, torch_device, progress,
+        )  # fmt: skip
+        results.append(result)
+        teacher_path = result.path
+        teacher_model, teacher_meta = load_run(teacher_path, dataset=dataset, map_location=torch_device)
+    last = results[-1]
+    return DistillResult(last.path, last.meta, notes, generations=results)

@@ -5,10 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from .errors import DefdistillError
 
 
 def _current_umask() -> int:
@@ -21,22 +25,65 @@ _UMASK = _current_umask()
 
 
 @contextlib.contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back while the block runs, then deliver them.
+
+    Used around renames that must happen together (weights, then the sidecar vouching for
+    them): an interrupt between them would leave a sidecar that no longer matches its weights.
+    Only the main thread can set handlers; elsewhere the block runs unprotected.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, lambda sig, frame: received.append(sig)) for signum in held}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        if received:
+            handler = previous[received[0]]
+            if callable(handler):
+                handler(received[0], None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(received[0])
+
+
+@contextlib.contextmanager
+def atomic_paths(*paths: str | Path) -> Iterator[list[Path]]:
+    """Yield one temporary path beside each of `paths`; if the block succeeds, rename them over
+    `paths` in order, with interrupts held back, so the set is never half replaced.
+
+    Whatever ends the block early (an error, Ctrl-C, SIGTERM), the temporary files are removed.
+    """
+    targets = [Path(p) for p in paths]
+    temps: list[Path] = []
+    try:
+        for path in targets:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            temps.append(Path(tmp_name))
+            os.close(fd)
+            os.chmod(tmp_name, 0o666 & ~_UMASK)  # mkstemp creates 0600; results are meant to be shared
+        yield list(temps)
+        for tmp in temps:
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+        with deferred_interrupts():
+            for tmp, path in zip(temps, targets, strict=True):
+                os.replace(tmp, path)
+    finally:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)  # already renamed on success; removed on any failure
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; results are meant to be shared
-    try:
+    with atomic_paths(path) as (tmp,):
         yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -59,3 +106,22 @@ def atomic_write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
     """Let `writer` fill a temporary file, then rename it over `path`."""
     with atomic_path(path) as tmp:
         writer(tmp)
+
+
+def ensure_writable_dir(directory: str | Path, option: str) -> Path:
+    """Create `directory` if needed and prove it writable by creating a file in it.
+
+    A real write, not os.access: access() answers yes to root on a read-only mount.
+    """
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise DefdistillError(f"{directory} is a file, not a folder: pass a writable {option}")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise DefdistillError(f"cannot write to {directory} ({reason}): pass a writable {option}") from None
+    return directory

@@ -129,6 +129,9 @@ def _papernot_net(
         nn.ReLU(),
         nn.MaxPool2d(2),
     )
+    # Table II of the paper gives a dropout rate of 0.5 for the fully connected layers, so both
+    # hidden ones have it; Carlini's reference code, training the same network, has it after
+    # the first only. Dropout has no parameters, so both readings count the same parameters.
     classifier = nn.Sequential(
         nn.Flatten(),
         nn.Linear(_flat_size(features, shape), fc),
@@ -136,6 +139,7 @@ def _papernot_net(
         nn.Dropout(0.5),
         nn.Linear(fc, fc),
         nn.ReLU(),
+        nn.Dropout(0.5),
         nn.Linear(fc, num_classes),
     )
     return features, classifier
@@ -155,3 +159,59 @@ def _papernot_mnist(shape: tuple[int, int, int], num_classes: int) -> tuple[nn.M
 )
 def _papernot_cifar10(shape: tuple[int, int, int], num_classes: int) -> tuple[nn.Module, nn.Module]:
     return _papernot_net(shape, num_classes, (64, 64, 128, 128), 256)
+
+
+# --- students smaller than the digits teacher (compression studies) -----------------------
+
+
+def _small_cnn(
+    shape: tuple[int, int, int], num_classes: int, channels: tuple[int, int], fc: int
+) -> tuple[nn.Module, nn.Module]:
+    c1, c2 = channels
+    features = nn.Sequential(
+        nn.Conv2d(shape[0], c1, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(c1, c2, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+    )
+    classifier = nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(_flat_size(features, shape), fc),
+        nn.ReLU(),
+        nn.Linear(fc, num_classes),
+    )
+    return features, classifier
+
+
+@register_arch("digits-cnn-small", "digits-cnn at half width: conv 16, 32, max-pool, FC 64 (1/4 the size)")
+def _digits_cnn_small(shape: tuple[int, int, int], num_classes: int) -> tuple[nn.Module, nn.Module]:
+    return _small_cnn(shape, num_classes, (16, 32), 64)
+
+
+@register_arch("digits-cnn-tiny", "conv 8, 16, max-pool, FC 32 (about 1/15 of digits-cnn)")
+def _digits_cnn_tiny(shape: tuple[int, int, int], num_classes: int) -> tuple[nn.Module, nn.Module]:
+    return _small_cnn(shape, num_classes, (8, 16), 32)
+
+
+@register_arch("digits-mlp", "no convolutions: FC 128, FC 64 on the flattened image")
+def _digits_mlp(shape: tuple[int, int, int], num_classes: int) -> tuple[nn.Module, nn.Module]:
+    features = nn.Sequential(nn.Flatten(), nn.Linear(shape[0] * shape[1] * shape[2], 128), nn.ReLU())
+    classifier = nn.Sequential(nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, num_classes))
+    return features, classifier
+
+
+def penultimate_path(model: nn.Module) -> str:
+    """Module path whose output is the embedding the last linear layer reads.
+
+    Dropout is skipped: in training mode its output is a noisy copy of the embedding, and
+    relational losses (RKD) should compare the embedding itself.
+    """
+    named = [(name, module) for name, module in model.named_modules() if name.startswith("classifier.")]
+    last_linear = max((i for i, (_, m) in enumerate(named) if isinstance(m, nn.Linear)), default=None)
+    if last_linear is None:
+        raise DefdistillError("the model's classifier has no linear layer: it has no penultimate embedding")
+    for name, module in reversed(named[:last_linear]):
+        if not isinstance(module, nn.Dropout):
+            return name
+    return "features"

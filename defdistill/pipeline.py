@@ -11,11 +11,14 @@ import pandas as pd
 
 from .attacks import DEFAULT_EPS, AttackSettings, attack_model, check_attacks, check_eps
 from .data import get_dataset_spec
+from .diagnose import Diagnosis, diagnose_model
 from .distill import distill
+from .fileio import ensure_writable_dir
 from .progress import SILENT, ProgressReporter
 from .runs import check_temperature, run_name
+from .runtime import resolve_device
 from .tables import rebuild_tables
-from .training import train_teacher
+from .training import check_positive_int, check_seed, make_recipe, train_teacher
 
 
 @dataclass
@@ -26,12 +29,13 @@ class DemoReport:
     tables: dict[str, pd.DataFrame]
     seconds: float
     notes: list[str] = field(default_factory=list)
+    diagnoses: list[Diagnosis] = field(default_factory=list)  # the gradient-masking verdict per model
 
 
 def run_demo(
     dataset: str = "digits",
     T: float = 100.0,
-    attacks: Sequence[str] = ("fgsm", "pgd", "cw"),
+    attacks: Sequence[str] = ("fgsm", "pgd", "pgd-margin", "cw"),
     eps: Sequence[float] = DEFAULT_EPS,
     n: int | None = None,
     epochs: int | None = None,
@@ -43,11 +47,20 @@ def run_demo(
     device: str = "auto",
     progress: ProgressReporter = SILENT,
 ) -> DemoReport:
-    """Teachers at T=1 and T, the student at T, every attack on every model, then the tables."""
+    """Teachers at T=1 and T, the student at T, every attack on every model, a gradient-masking
+    diagnosis of each (which adds transfer and HopSkipJump rows), then the tables."""
     get_dataset_spec(dataset)
     T = check_temperature(T)
     attacks = check_attacks(attacks)
     eps = check_eps(eps)
+    # Every input is checked before the first model trains, not minutes later at the attacks.
+    if n is not None:
+        check_positive_int(n, "--n")
+    make_recipe(dataset, epochs)
+    check_seed(seed)
+    resolve_device(device)
+    ensure_writable_dir(Path(runs_dir) / dataset, "--runs-dir")
+    ensure_writable_dir(results_dir, "--results-dir")
     started = time.perf_counter()
     common = dict(dataset=dataset, seed=seed, runs_dir=runs_dir, data_dir=data_dir, device=device, progress=progress)
     runs = [train_teacher(T=1.0, epochs=epochs, **common).path]
@@ -61,5 +74,9 @@ def run_demo(
             model=str(path), attacks=attacks, eps=eps, n=n, settings=settings, results_dir=results_dir, **common
         )
         notes.extend(report.notes)
+    diagnoses = [
+        diagnose_model(model=str(path), eps=eps, n=n, settings=settings, results_dir=results_dir, **common)
+        for path in runs
+    ]
     tables = rebuild_tables(results_dir)
-    return DemoReport(runs, tables, time.perf_counter() - started, notes)
+    return DemoReport(runs, tables, time.perf_counter() - started, notes, diagnoses)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 
 import numpy as np
 import torch
@@ -11,16 +12,48 @@ import torch
 from .errors import DefdistillError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+THREADS_ENV = "DEFDISTILL_THREADS"
+
+
+def configure_threads() -> int:
+    """Fix torch's number of CPU threads and return it.
+
+    DEFDISTILL_THREADS=N sets it (0 leaves torch's choice, one per core); without it, an
+    OMP_NUM_THREADS the user set is left to torch, and otherwise one thread is used. The
+    models here are small: a second thread gains little (on digits, nothing), while a thread
+    waiting for a core that another process holds stalls every operation (benchmarks/run.py
+    measured a digits epoch ~100x slower on 2 threads than on 1 beside one busy process).
+    Results also differ in the last bits between thread counts, so a fixed count gives the
+    same numbers on machines with different core counts.
+    """
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if value:
+        if not value.isdigit():
+            raise DefdistillError(f"{THREADS_ENV} must be a thread count (0: one per core), not {value!r}")
+        threads = int(value)
+    else:
+        threads = 0 if os.environ.get("OMP_NUM_THREADS") else 1
+    if threads and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch, and ask torch for deterministic kernels."""
+    """Seed Python, NumPy and torch, ask torch for deterministic kernels, fix the CPU threads."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    set_deterministic = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if set_deterministic is not None and "torch._inductor.config" not in sys.modules:
+        # The eager-mode switch alone: torch.use_deterministic_algorithms also imports the
+        # compiler's config (torch._inductor, sympy, ...), ~1.4 s and ~150 MB per process, for
+        # torch.compile, which nothing here uses.
+        set_deterministic(True, warn_only=True)
+    else:
+        torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
+    configure_threads()
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -46,7 +79,12 @@ def library_versions() -> dict[str, str]:
 
     from . import __version__
 
-    versions = {"defdistill": __version__, "python": platform.python_version(), "torch": torch.__version__}
+    versions = {
+        "defdistill": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": str(torch.get_num_threads()),  # CPU results differ between thread counts
+    }
     try:
         from importlib.metadata import version
 

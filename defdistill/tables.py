@@ -18,9 +18,8 @@ from typing import Any
 import pandas as pd
 from filelock import FileLock
 
-from .errors import DefdistillError
+from .fileio import atomic_write_json, atomic_write_text, ensure_writable_dir
 from .runs import format_T
-from .fileio import atomic_write_json, atomic_write_text
 
 RECORDS_DIR = "records"
 LOCK_FILE = ".tables.lock"
@@ -35,17 +34,47 @@ ACCURACY_GAP_COLUMNS = (
     "dataset", "T", "teacher", "teacher_T", "teacher_acc", "student", "student_acc", "gap_pp",
 )  # fmt: skip
 ACCURACY_GAP_KEY = ("dataset", "student")
+# Trailing columns beyond the contract's: which distillation method and how large each network is.
+ACCURACY_GAP_EXTRA = ("method", "student_arch", "student_params", "teacher_params")
+
+COMPRESSION_COLUMNS = (
+    "dataset", "model", "role", "arch", "method", "params", "size_bytes",
+    "us_per_input_b1", "us_per_input_b256", "clean_acc",
+)  # fmt: skip
+COMPRESSION_KEY = ("dataset", "model")
+
+PRIVACY_COLUMNS = (
+    "dataset", "model", "role", "T", "attack", "n_members", "n_nonmembers",
+    "auc", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr", "advantage", "test_acc",
+)  # fmt: skip
+PRIVACY_KEY = ("dataset", "model", "attack")
+
+DIAGNOSTICS_COLUMNS = ("dataset", "model", "check", "value", "passed", "detail")
+DIAGNOSTICS_KEY = ("dataset", "model", "check")
+
+# Derived from the robustness records, never recorded itself: per model and budget, the
+# standard attacks' success next to the strongest attack's (the worst case to believe).
+WORST_CASE_STANDARD = ("fgsm", "pgd")
+WORST_CASE_COLUMNS = (
+    "dataset", "model", "role", "T", "eps", *WORST_CASE_STANDARD, "worst_success", "worst_attack", "gap",
+)  # fmt: skip
 
 TEMPERATURE_COLUMNS = {"T", "teacher_T"}
 ROLE_RANK = {"teacher": 0, "student": 1}
 
 TABLES: dict[str, tuple[Sequence[str], Sequence[str]]] = {
     "robustness": (ROBUSTNESS_COLUMNS, ROBUSTNESS_KEY),
-    "accuracy_gap": (ACCURACY_GAP_COLUMNS, ACCURACY_GAP_KEY),
+    "accuracy_gap": (ACCURACY_GAP_COLUMNS + ACCURACY_GAP_EXTRA, ACCURACY_GAP_KEY),
+    "diagnostics": (DIAGNOSTICS_COLUMNS, DIAGNOSTICS_KEY),
+    "compression": (COMPRESSION_COLUMNS, COMPRESSION_KEY),
+    "privacy": (PRIVACY_COLUMNS, PRIVACY_KEY),
 }
 SORT_ORDER: dict[str, Sequence[str]] = {
     "robustness": ("dataset", "T", "role", "model", "attack", "norm", "eps"),
     "accuracy_gap": ("dataset", "T", "student"),
+    "diagnostics": ("dataset", "model"),  # checks stay in record (alphabetical) order, the verdict last
+    "compression": ("dataset", "role", "params", "model"),
+    "privacy": ("dataset", "role", "T", "model", "attack"),
 }
 
 
@@ -55,18 +84,7 @@ def _slug(values: Iterable[Any]) -> str:
 
 
 def _ensure_writable(results_dir: Path) -> None:
-    try:
-        results_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DefdistillError(f"cannot create results folder {results_dir} ({exc.strerror}): pass --results-dir") from None
-    if not results_dir.is_dir() or not _is_writable(results_dir):
-        raise DefdistillError(f"results folder {results_dir} is not writable: pass a writable --results-dir")
-
-
-def _is_writable(directory: Path) -> bool:
-    import os
-
-    return os.access(directory, os.W_OK | os.X_OK)
+    ensure_writable_dir(results_dir, "--results-dir")
 
 
 def record_rows(results_dir: str | Path, table: str, rows: Sequence[dict[str, Any]]) -> None:
@@ -135,6 +153,10 @@ def write_table(results_dir: str | Path, name: str, frame: pd.DataFrame, title: 
 TITLES = {
     "robustness": "Robustness: attack success per model, attack and budget",
     "accuracy_gap": "Accuracy gap: teacher versus distilled student (test split)",
+    "diagnostics": "Diagnostics: gradient-masking checks per model (Carlini et al. 2019)",
+    "worst_case": "Worst case: standard attacks' success next to the strongest attack's, per model and eps",
+    "compression": "Compression: size, CPU latency per input and accuracy per model",
+    "privacy": "Privacy: membership inference on the teacher's private members, per model and attack",
 }
 
 
@@ -150,7 +172,41 @@ def rebuild_tables(results_dir: str | Path) -> dict[str, pd.DataFrame]:
                 continue
             write_table(results_dir, table, frame, TITLES[table])
             frames[table] = frame
+        if "robustness" in frames:
+            frames["worst_case"] = worst_case_frame(frames["robustness"])
+            write_table(results_dir, "worst_case", frames["worst_case"], TITLES["worst_case"])
     return frames
+
+
+def worst_case_frame(robustness: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset, model and L-inf budget: fgsm and pgd success, and the strongest attack's.
+
+    Only fixed-budget L-inf rows compare at one eps (minimisation attacks such as cw have none).
+    On a tie the standard attack is named: the worst case differs only where it is stronger.
+    """
+    rows = robustness[(robustness["norm"] == "linf") & robustness["eps"].notna()]
+    if rows.empty:
+        return pd.DataFrame(columns=list(WORST_CASE_COLUMNS))
+    rank = {name: i for i, name in enumerate(WORST_CASE_STANDARD)}
+    rows = rows.assign(rank=rows["attack"].map(rank).fillna(len(rank)))
+    rows = rows.sort_values(["rank", "attack"], kind="stable")
+    out = []
+    for (dataset, model, eps), group in rows.groupby(["dataset", "model", "eps"], sort=False):
+        success = group.set_index("attack")["success_rate"]
+        standard = {name: success.get(name, math.nan) for name in WORST_CASE_STANDARD}
+        worst = success.idxmax() if success.notna().any() else None
+        best_standard = max((v for v in standard.values() if pd.notna(v)), default=math.nan)
+        worst_success = success.get(worst, math.nan) if worst is not None else math.nan
+        first = group.iloc[0]
+        out.append(
+            {"dataset": dataset, "model": model, "role": first["role"], "T": first["T"], "eps": eps,
+             **standard, "worst_success": worst_success, "worst_attack": worst,
+             "gap": worst_success - best_standard}
+        )  # fmt: skip
+    frame = pd.DataFrame(out, columns=list(WORST_CASE_COLUMNS))
+    frame["role_rank"] = frame["role"].map(ROLE_RANK).fillna(len(ROLE_RANK))
+    frame = frame.sort_values(["dataset", "T", "role_rank", "model", "eps"], kind="stable")
+    return frame.drop(columns="role_rank").reset_index(drop=True)
 
 
 def record_accuracy_gap(results_dir: str | Path, student_meta: dict[str, Any], student_name: str) -> dict[str, Any]:
@@ -164,6 +220,10 @@ def record_accuracy_gap(results_dir: str | Path, student_meta: dict[str, Any], s
         "student": student_name,
         "student_acc": student_meta["clean_acc"],
         "gap_pp": (student_meta["teacher_acc"] - student_meta["clean_acc"]) * 100.0,
+        "method": student_meta.get("method"),
+        "student_arch": student_meta.get("arch"),
+        "student_params": student_meta.get("params"),
+        "teacher_params": student_meta.get("teacher_params"),
     }
     record_rows(results_dir, "accuracy_gap", [row])
     return row

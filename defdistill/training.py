@@ -6,7 +6,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoint import TrainingCheckpoint
 from .data import get_dataset_spec, load_dataset
 from .errors import DefdistillError
+from .fileio import ensure_writable_dir
 from .models import build_model, get_arch_spec
 from .progress import SILENT, ProgressReporter
 from .runs import check_temperature, run_dir, run_name, save_run
@@ -24,23 +26,107 @@ from .runtime import library_versions, resolve_device, seed_everything
 EVAL_BATCH = 1024
 
 
+OPTIMIZERS = ("adam", "sgd")
+
+
 @dataclass(frozen=True)
 class Recipe:
-    """Optimiser settings. Adam, because SGD at a fixed learning rate does not train at T=100:
-    the loss gradient shrinks by 1/T while Adam's step size does not depend on its scale."""
+    """Optimiser settings of a training run: a named preset of RECIPES, with the user's overrides.
 
-    epochs: int = 30
+    Adam is the default: SGD at a fixed learning rate does not train at T=100 from a random
+    initialisation (the loss gradient shrinks by 1/T, while Adam's step does not depend on its
+    scale). The paper's SGD recipes get there from a warm start instead: `warmup_epochs_at_T1`
+    ordinary epochs (cross-entropy at T=1) before training at T; see `warm_start`.
+    """
+
+    epochs: int = 30  # at T, after the warm-up epochs
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.0
+    optimizer: str = "adam"  # one of OPTIMIZERS
+    momentum: float = 0.0  # SGD only
+    nesterov: bool = False
+    lr_decay: float = 1.0  # the learning rate is multiplied by this each epoch after decay_delay epochs
+    momentum_decay: float = 1.0  # likewise the momentum
+    decay_delay: int = 0
+    warmup_epochs_at_T1: int = 0
+    # Hinton et al. multiply the soft term by T^2 so its gradient does not shrink with T; Papernot
+    # et al. and Carlini's code train the student with plain cross-entropy on the soft labels.
+    # Under plain SGD the factor matters: T^2 = 10^4 at T=100 multiplies the step by as much.
+    t_squared: bool = True
+    name: str = "custom"
 
 
-RECIPES: dict[str, Recipe] = {"digits": Recipe()}
+# Papernot, McDaniel, Wu, Jha and Swami, "Distillation as a Defense to Adversarial Perturbations
+# against Deep Neural Networks", IEEE S&P 2016, Table II (training parameters), as we read it:
+#                      MNIST   CIFAR-10
+#   learning rate      0.1     0.01 (decay 0.95)
+#   momentum           0.5     0.9 (decay 0.5)
+#   decay delay        -       10 epochs
+#   dropout (FC)       0.5     0.5        (in the architectures, models.py)
+#   batch size         128     128
+#   epochs             50      50
+# The table does not say how the decays apply. We read them as per-epoch factors once the
+# 10-epoch delay has passed (lr 0.01 * 0.95^k, momentum 0.9 * 0.5^k after k decays); that
+# reading is ours, and the momentum is near zero within a few epochs of the delay under it.
+# The warm start (one ordinary epoch at T=1) is from Carlini's reference code
+# (nn_robust_attacks, train_models.py), not from the paper, which does not say how its
+# networks were initialised at high T.
+RECIPES: dict[str, Recipe] = {
+    "digits": Recipe(name="digits"),
+    "papernot-mnist": Recipe(
+        epochs=50, batch_size=128, lr=0.1, optimizer="sgd", momentum=0.5,
+        warmup_epochs_at_T1=1, t_squared=False, name="papernot-mnist",
+    ),
+    "papernot-cifar10": Recipe(
+        epochs=50, batch_size=128, lr=0.01, optimizer="sgd", momentum=0.9, lr_decay=0.95,
+        momentum_decay=0.5, decay_delay=10, warmup_epochs_at_T1=1, t_squared=False, name="papernot-cifar10",
+    ),
+}  # fmt: skip
+DATASET_RECIPES = {
+    "digits": "digits",
+    "mnist": "papernot-mnist",
+    "fashion-mnist": "papernot-mnist",
+    "cifar10": "papernot-cifar10",
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    """A named preset, with an error that lists the known ones."""
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise DefdistillError(f"unknown recipe {name!r}: choose one of {', '.join(RECIPES)}") from None
 
 
 def recipe_for(dataset: str) -> Recipe:
-    """The default training recipe of a dataset."""
-    return RECIPES.get(dataset, Recipe(epochs=50, batch_size=128))
+    """The default training recipe of a dataset (the paper's for MNIST-like data and CIFAR-10)."""
+    return RECIPES[DATASET_RECIPES.get(dataset, "digits")]
+
+
+def recipe_settings(recipe: Recipe) -> dict[str, Any]:
+    """Every setting of a recipe, for run metadata and checkpoint compatibility checks."""
+    settings = {f.name: getattr(recipe, f.name) for f in fields(recipe) if f.name != "name"}
+    return {"recipe": recipe.name, **settings}
+
+
+def schedule(recipe: Recipe, epoch: int) -> tuple[float, float]:
+    """Learning rate and momentum of `epoch` (0-based): the base values for the first
+    `decay_delay` epochs, then multiplied by `lr_decay` and `momentum_decay` once per epoch."""
+    decays = max(0, epoch + 1 - max(recipe.decay_delay, 1))
+    return recipe.lr * recipe.lr_decay**decays, recipe.momentum * recipe.momentum_decay**decays
+
+
+def make_optimizer(params: list[nn.Parameter], recipe: Recipe) -> torch.optim.Optimizer:
+    """The recipe's optimiser over `params`."""
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
+            weight_decay=recipe.weight_decay,
+        )  # fmt: skip
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    raise DefdistillError(f"unknown optimizer {recipe.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
 
 
 @dataclass
@@ -54,9 +140,55 @@ class RunResult:
 
 def check_positive_int(value: int, option: str) -> int:
     """Validate a count option (epochs, batch size, n)."""
-    if not isinstance(value, int) or value <= 0:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise DefdistillError(f"{option} must be a positive integer, got {value}")
     return value
+
+
+def check_seed(seed: int) -> int:
+    """Validate a seed: an integer torch, NumPy and random all accept."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+        raise DefdistillError(f"--seed must be an integer in [0, 2^63), got {seed}")
+    return seed
+
+
+def make_recipe(
+    dataset: str,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    recipe: str | None = None,
+) -> Recipe:
+    """The dataset's recipe (or the preset named `recipe`) with the user's overrides, each validated."""
+    base = get_recipe(recipe) if recipe is not None else recipe_for(dataset)
+    bad_lr = isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0
+    if lr is not None and bad_lr:
+        raise DefdistillError(f"the learning rate must be a finite number > 0, got {lr}")
+    return replace(
+        base,
+        epochs=base.epochs if epochs is None else check_positive_int(epochs, "--epochs"),
+        batch_size=base.batch_size if batch_size is None else check_positive_int(batch_size, "--batch-size"),
+        lr=base.lr if lr is None else float(lr),
+    )
+
+
+def training_checkpoint(
+    path: Path, role: str, dataset: str, arch: str, T: float, seed: int, recipe: Recipe, resume: bool,
+    **extra: Any,
+) -> tuple[TrainingCheckpoint, list[str]]:
+    """The run's per-epoch checkpoint, checked before any heavy work when resuming."""
+    config = {
+        "role": role, "dataset": dataset, "arch": arch, "T": T, "seed": seed,
+        **{k: v for k, v in recipe_settings(recipe).items() if k not in ("epochs", "recipe")}, **extra,
+    }  # fmt: skip
+    checkpoint = TrainingCheckpoint(path, config, resume)
+    notes = []
+    if resume and checkpoint.exists():
+        done = checkpoint.read_meta(recipe.epochs)["epoch"]
+        notes.append(f"resuming {path.name} after epoch {done} of {recipe.epochs}")
+    elif resume:
+        notes.append(f"no checkpoint in {path}: nothing to resume, training {path.name} from the first epoch")
+    return checkpoint, notes
 
 
 def predict_logits(
@@ -76,50 +208,88 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.d
     return (predict_logits(model, x, device).argmax(1) == y).float().mean().item()
 
 
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+LossFn = Callable[[torch.Tensor, Any, torch.Tensor], torch.Tensor]
+
+
+def _to_device(targets: torch.Tensor | dict[str, torch.Tensor], device: torch.device) -> Any:
+    if isinstance(targets, dict):
+        return {k: v.to(device) for k, v in targets.items()}
+    return targets.to(device)
+
+
+def _take(targets: torch.Tensor | dict[str, torch.Tensor], idx: torch.Tensor) -> Any:
+    if isinstance(targets, dict):
+        return {k: v[idx] for k, v in targets.items()}
+    return targets[idx]
 
 
 def fit(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    targets: torch.Tensor,
+    targets: torch.Tensor | dict[str, torch.Tensor],
     loss_fn: LossFn,
     recipe: Recipe,
     device: torch.device,
     seed: int,
     progress: ProgressReporter = SILENT,
     description: str = "training",
+    checkpoint: TrainingCheckpoint | None = None,
 ) -> list[float]:
-    """Minimise `loss_fn(logits, targets[batch], y[batch])` with Adam; return the epoch losses.
+    """Minimise `loss_fn(logits, targets[batch], y[batch])` with the recipe's optimiser and
+    learning-rate schedule; return the epoch losses.
 
     The data stay on the device as whole tensors; batches are index slices of a seeded
     permutation. Losses are summed on the device and read once an epoch (no per-batch sync).
+    `targets` may be a dict of per-example tensors (teacher logits and features), each sliced
+    alike. A `loss_fn` that is an nn.Module with parameters (FitNets' regressor) is trained too.
+
+    With a `checkpoint`, the state after each finite epoch (weights, optimiser, generators) is
+    saved there; with `checkpoint.resume`, training continues from the saved epoch and ends with
+    the weights an uninterrupted run would have (on the same device). A NaN or Inf epoch loss
+    stops training with the last good checkpoint left in place.
     """
     model.to(device).train()
-    x, y, targets = x.to(device), y.to(device), targets.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    x, y, targets = x.to(device), y.to(device), _to_device(targets, device)
+    params = list(model.parameters())
+    if isinstance(loss_fn, nn.Module):
+        loss_fn.to(device).train()
+        params += list(loss_fn.parameters())
+    optimizer = make_optimizer(params, recipe)
     generator = torch.Generator().manual_seed(seed)
+    modules = {"model": model, **({"loss": loss_fn} if isinstance(loss_fn, nn.Module) else {})}
     n = len(x)
-    epoch_losses = []
+    epoch_losses: list[float] = []
+    first_epoch = 0
+    if checkpoint is not None and checkpoint.resume and checkpoint.exists():
+        first_epoch, epoch_losses = checkpoint.load(modules, optimizer, generator, device, recipe.epochs)
     with progress.task(description, recipe.epochs) as advance:
-        for epoch in range(recipe.epochs):
+        advance(first_epoch)
+        for epoch in range(first_epoch, recipe.epochs):
+            lr, momentum = schedule(recipe, epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+                if "momentum" in group:
+                    group["momentum"] = momentum
             order = torch.randperm(n, generator=generator).to(device)
             total = torch.zeros((), device=device)
             for start in range(0, n, recipe.batch_size):
                 idx = order[start : start + recipe.batch_size]
-                loss = loss_fn(model(x[idx]), targets[idx], y[idx])
+                loss = loss_fn(model(x[idx]), _take(targets, idx), y[idx])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 total += loss.detach() * len(idx)
             epoch_loss = total.item() / n
             if not math.isfinite(epoch_loss):
+                kept = f"; the state after epoch {epoch} is kept in {checkpoint.directory}" if epoch else ""
                 raise DefdistillError(
-                    f"the training loss became {epoch_loss} in epoch {epoch + 1}: "
-                    "lower the learning rate or the temperature"
+                    f"the training loss became {epoch_loss} in epoch {epoch + 1}: lower the learning rate "
+                    f"or the temperature (no finished run was replaced{kept if checkpoint else ''})"
                 )
             epoch_losses.append(epoch_loss)
+            if checkpoint is not None:
+                checkpoint.save(epoch + 1, epoch_losses, modules, optimizer, generator, device)
             advance(1)
     model.eval()
     return epoch_losses
@@ -134,19 +304,37 @@ def temperature_cross_entropy(T: float) -> LossFn:
     return loss
 
 
+def warm_start(
+    model: nn.Module,
+    dataset: str,
+    data_dir: str | Path,
+    recipe: Recipe,
+    device: torch.device,
+    seed: int,
+    progress: ProgressReporter = SILENT,
+    description: str = "warm start at T=1",
+) -> list[float]:
+    """Train `recipe.warmup_epochs_at_T1` ordinary epochs (cross-entropy at T=1, hard labels of
+    the training split) before training at T; nothing when the recipe has none.
+
+    Carlini's reference code (nn_robust_attacks, train_models.py, `train_distillation`) trains
+    one such epoch and starts both the teacher at T and the student at T from it: from there
+    plain SGD trains at T=100, where from a random initialisation it does not. Built with the
+    same seed, the teacher and the student reach the same weights here, so the student starts
+    where the teacher did, as in that code.
+    """
+    if recipe.warmup_epochs_at_T1 <= 0:
+        return []
+    x, y = load_dataset(dataset, "train", data_dir)
+    warm = replace(
+        recipe, epochs=recipe.warmup_epochs_at_T1, warmup_epochs_at_T1=0, lr_decay=1.0, momentum_decay=1.0
+    )
+    return fit(model, x, y, y, temperature_cross_entropy(1.0), warm, device, seed, progress, description)
+
+
 def base_meta(dataset: str, arch: str, role: str, T: float, seed: int, recipe: Recipe) -> dict[str, Any]:
     """The sidecar fields every run shares."""
-    return {
-        "dataset": dataset,
-        "arch": arch,
-        "role": role,
-        "T": T,
-        "seed": seed,
-        "epochs": recipe.epochs,
-        "batch_size": recipe.batch_size,
-        "lr": recipe.lr,
-        "optimizer": "adam",
-    }
+    return {"dataset": dataset, "arch": arch, "role": role, "T": T, "seed": seed, **recipe_settings(recipe)}
 
 
 def finish_meta(meta: dict[str, Any], started: float, losses: list[float], test_acc: float) -> dict[str, Any]:
@@ -174,34 +362,43 @@ def train_teacher(
     data_dir: str | Path = "data",
     device: str = "auto",
     progress: ProgressReporter = SILENT,
+    resume: bool = False,
+    recipe: str | None = None,
 ) -> RunResult:
-    """Train a teacher with cross-entropy on softmax(z/T); save it as `teacher-T<T>`."""
+    """Train a teacher with cross-entropy on softmax(z/T); save it as `teacher-T<T>`.
+
+    Every epoch leaves a checkpoint in the run folder; `resume` continues from it. `recipe`
+    names a preset of RECIPES (default: the dataset's); a preset with a warm start trains its
+    ordinary epochs at T=1 first.
+    """
     spec = get_dataset_spec(dataset)
     T = check_temperature(T)
     arch = arch or spec.default_arch
     get_arch_spec(arch)
-    base = recipe_for(dataset)
-    recipe = Recipe(
-        epochs=check_positive_int(epochs, "--epochs") if epochs is not None else base.epochs,
-        batch_size=check_positive_int(batch_size, "--batch-size") if batch_size is not None else base.batch_size,
-        lr=lr if lr is not None else base.lr,
-        weight_decay=base.weight_decay,
-    )
+    settings = make_recipe(dataset, epochs, batch_size, lr, recipe)
+    check_seed(seed)
     torch_device = resolve_device(device)
+    name = run_name("teacher", T)
+    path = run_dir(runs_dir, dataset, name)
+    checkpoint, notes = training_checkpoint(path, "teacher", dataset, arch, T, seed, settings, resume)
     x_train, y_train = load_dataset(dataset, "train", data_dir)
     x_test, y_test = load_dataset(dataset, "test", data_dir)
+    ensure_writable_dir(path, "--runs-dir")  # before training, not after it
 
     started = time.perf_counter()
     seed_everything(seed)
     model = build_model(arch, spec.shape, spec.num_classes, spec.mean, spec.std)
-    name = run_name("teacher", T)
+    if not (resume and checkpoint.exists()):  # a checkpoint already holds weights past the warm start
+        warm_start(
+            model, dataset, data_dir, settings, torch_device, seed, progress, f"{dataset} {name} warm start"
+        )
     losses = fit(
-        model, x_train, y_train, y_train, temperature_cross_entropy(T), recipe, torch_device, seed,
-        progress, f"{dataset} {name}",
+        model, x_train, y_train, y_train, temperature_cross_entropy(T), settings, torch_device, seed,
+        progress, f"{dataset} {name}", checkpoint,
     )
     test_acc = accuracy(model, x_test, y_test, torch_device)
-    meta = finish_meta(base_meta(dataset, arch, "teacher", T, seed, recipe), started, losses, test_acc)
+    meta = finish_meta(base_meta(dataset, arch, "teacher", T, seed, settings), started, losses, test_acc)
     meta["teacher"] = None
-    path = run_dir(runs_dir, dataset, name)
     meta = save_run(path, model.cpu(), meta)
-    return RunResult(path, meta)
+    checkpoint.clear()
+    return RunResult(path, meta, notes)

@@ -1,0 +1,677 @@
+"""Benchmarks: our code paths timed side by side with plain references, reported as ratios.
+
+    python benchmarks/run.py [--quick] [--results-dir results] [--threads N]
+
+Writes results/benchmarks.json (a list of {name, ours_s, reference_s, ratio, note}, ratio =
+ours / reference) and results/benchmarks.md. Absolute times depend on the machine and on what
+else runs on it; ratios measured in the same process, on the same model and inputs, do much
+less. Each pair is timed interleaved (ours, reference, then reference, ours, ...) after a
+warm-up, so both see the same load, and the ratio reported is the median of the per-pair
+ratios. Rows without a reference (the Carlini-Wagner curve, the demo) have reference_s and
+ratio null.
+
+Quick mode (under a minute on 2 cores) uses fewer repeats, a shorter teacher training and a
+shorter Carlini-Wagner attack, and skips the Carlini-Wagner curve, the thread comparison and the
+demo; the ratios compare like with like either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")  # Foolbox imports GitPython
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+from defdistill.attacks import AttackSettings, attack_metrics, run_attack  # noqa: E402
+from defdistill.checkpoint import TrainingCheckpoint  # noqa: E402
+from defdistill.data import get_dataset_spec, load_dataset  # noqa: E402
+from defdistill.fileio import atomic_write_json, atomic_write_text  # noqa: E402
+from defdistill.losses import DistillationObjective  # noqa: E402
+from defdistill.models import build_model  # noqa: E402
+from defdistill.runs import load_run  # noqa: E402
+from defdistill.runtime import THREADS_ENV, configure_threads  # noqa: E402
+from defdistill.training import fit, predict_logits, recipe_for, temperature_cross_entropy, train_teacher  # noqa: E402
+
+CPU = torch.device("cpu")
+RATIO_TARGET = 1.05
+TORCHATTACKS_GOAL = 1.0
+ROW_KEYS = ("name", "ours_s", "reference_s", "ratio", "note")
+MATMUL_SIZE = 1024
+
+
+@dataclass(frozen=True)
+class Config:
+    """Sizes of one benchmark run."""
+
+    quick: bool
+    teacher_epochs: int  # the T=1 teacher every attack benchmark attacks
+    train_pairs: int  # interleaved (ours, reference) pairs per training benchmark
+    attack_pairs: int  # pairs per PGD benchmark (FGSM gets three times as many: it is cheap)
+    cw_pairs: int
+    n_attack: int  # test inputs attacked
+    pgd_steps: int
+    cw_steps: int
+    cw_binary_search_steps: int
+    cw_curve_steps: tuple[int, ...]  # the curve at the default Adam step size
+    cw_curve_search_steps: tuple[int, ...]
+    cw_curve_stepsizes: tuple[float, ...]  # other Adam step sizes, at the fewest binary-search steps
+    throughput_images: int  # synthetic 28x28 images for the MNIST-sized throughput
+    demo: bool
+    eps: float = 0.1
+    distill_T: float = 100.0
+    seed: int = 0
+    train_images: int | None = None  # the first N of the digits training split (None: all of it)
+    threads_row: bool = True  # the multi-threaded epoch can take seconds on a busy machine
+
+
+FULL = Config(
+    quick=False, teacher_epochs=30, train_pairs=15, attack_pairs=5, cw_pairs=3, n_attack=360,
+    pgd_steps=AttackSettings().pgd_steps, cw_steps=AttackSettings().cw_steps,
+    cw_binary_search_steps=AttackSettings().cw_binary_search_steps, cw_curve_steps=(25, 50, 100, 200, 500),
+    cw_curve_search_steps=(3, 5, 9), cw_curve_stepsizes=(0.01, 0.05),
+    throughput_images=4096, demo=True,
+)  # fmt: skip
+QUICK = Config(
+    quick=True, teacher_epochs=8, train_pairs=7, attack_pairs=3, cw_pairs=3, n_attack=360,
+    pgd_steps=AttackSettings().pgd_steps, cw_steps=20,
+    cw_binary_search_steps=2, cw_curve_steps=(), cw_curve_search_steps=(), cw_curve_stepsizes=(),
+    throughput_images=512, demo=False, threads_row=False,
+)  # fmt: skip
+
+
+def row(name: str, ours_s: float | None, reference_s: float | None, ratio: float | None, note: str) -> dict:
+    """One result row; times in seconds, rounded for people, ratio to 3 decimals."""
+    return {
+        "name": name,
+        "ours_s": None if ours_s is None else round(ours_s, 4),
+        "reference_s": None if reference_s is None else round(reference_s, 4),
+        "ratio": None if ratio is None else round(ratio, 3),
+        "note": note,
+    }
+
+
+# --- timing -------------------------------------------------------------------------------------
+
+
+def paired_timing(
+    ours: Callable[[Any], Any],
+    reference: Callable[[Any], Any],
+    pairs: int,
+    setup: Callable[[], Any] = lambda: None,
+    warmup: int = 1,
+) -> tuple[float, float, float]:
+    """Median seconds of `ours` and `reference` and the median of their per-pair ratios.
+
+    Each call gets a fresh `setup()` (untimed). The order alternates (A B, B A, ...) so that
+    neither side always runs first, and a burst of load hits both sides of a pair alike.
+    """
+    for _ in range(warmup):
+        ours(setup())
+        reference(setup())
+    ours_t: list[float] = []
+    ref_t: list[float] = []
+    for i in range(pairs):
+        sides = [(ours, ours_t), (reference, ref_t)]
+        for fn, times in sides if i % 2 == 0 else sides[::-1]:
+            arg = setup()
+            started = time.perf_counter()
+            fn(arg)
+            times.append(time.perf_counter() - started)
+    ratios = [a / b for a, b in zip(ours_t, ref_t, strict=True)]
+    return statistics.median(ours_t), statistics.median(ref_t), statistics.median(ratios)
+
+
+# --- training -----------------------------------------------------------------------------------
+
+
+def plain_epoch(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, lr: float, seed: int
+) -> None:
+    """The reference: a minimal hand-written epoch (Adam, shuffled index batches, hard labels)."""
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    for idx in order.split(batch_size):
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+
+
+def train_split(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = load_dataset("digits", "train")
+    return x[: cfg.train_images], y[: cfg.train_images]
+
+
+def digits_model(seed: int) -> nn.Module:
+    spec = get_dataset_spec("digits")
+    torch.manual_seed(seed)
+    return build_model(spec.default_arch, spec.shape, spec.num_classes, spec.mean, spec.std)
+
+
+def bench_train_epoch(cfg: Config) -> dict:
+    """Our teacher epoch (`fit` with the temperature cross-entropy at T=1) against `plain_epoch`."""
+    x, y = train_split(cfg)
+    recipe = replace(recipe_for("digits"), epochs=1)
+    base = digits_model(cfg.seed)
+    loss_fn = temperature_cross_entropy(1.0)
+    ours_s, ref_s, ratio = paired_timing(
+        lambda m: fit(m, x, y, y, loss_fn, recipe, CPU, cfg.seed),
+        lambda m: plain_epoch(m, x, y, recipe.batch_size, recipe.lr, cfg.seed),
+        cfg.train_pairs,
+        setup=lambda: copy.deepcopy(base),
+    )
+    note = f"digits train split ({len(x)} images), {recipe.optimizer}, batch {recipe.batch_size}, one epoch"
+    return row("train_epoch_vs_plain_loop", ours_s, ref_s, ratio, note)
+
+
+def bench_train_epoch_with_checkpoint(cfg: Config) -> dict:
+    """Our teacher epoch with the resumable checkpoint `train_teacher` saves after every epoch."""
+    x, y = train_split(cfg)
+    recipe = replace(recipe_for("digits"), epochs=1)
+    base = digits_model(cfg.seed)
+    loss_fn = temperature_cross_entropy(1.0)
+    with tempfile.TemporaryDirectory(prefix="defdistill-bench-ckpt-") as folder:
+        checkpoint = TrainingCheckpoint(Path(folder), {"role": "benchmark"})
+        ours_s, ref_s, ratio = paired_timing(
+            lambda m: fit(m, x, y, y, loss_fn, recipe, CPU, cfg.seed, checkpoint=checkpoint),
+            lambda m: plain_epoch(m, x, y, recipe.batch_size, recipe.lr, cfg.seed),
+            cfg.train_pairs,
+            setup=lambda: copy.deepcopy(base),
+        )
+    note = (
+        "as train_epoch_vs_plain_loop, plus the checkpoint (weights, optimiser state, generators; "
+        "safetensors, SHA-256, fsync, atomic rename) that train-teacher and distill save after each epoch"
+    )
+    return row("train_epoch_with_checkpoint_vs_plain_loop", ours_s, ref_s, ratio, note)
+
+
+def bench_threads(cfg: Config) -> dict:
+    """Our epoch on every core against the same epoch on one thread (same process, interleaved)."""
+    x, y = train_split(cfg)
+    recipe = replace(recipe_for("digits"), epochs=1)
+    base = digits_model(cfg.seed)
+    loss_fn = temperature_cross_entropy(1.0)
+    cores, before = os.cpu_count() or 1, torch.get_num_threads()
+
+    def on(threads: int) -> Callable[[nn.Module], Any]:
+        def epoch(m: nn.Module) -> None:
+            torch.set_num_threads(threads)
+            fit(m, x, y, y, loss_fn, recipe, CPU, cfg.seed)
+
+        return epoch
+
+    pairs = 2 if cfg.quick else 5  # few: on a busy machine the multi-threaded epoch can take seconds
+    try:
+        ours_s, ref_s, ratio = paired_timing(on(cores), on(1), pairs, setup=lambda: copy.deepcopy(base))
+    finally:
+        torch.set_num_threads(before)
+    note = (
+        f"digits epoch on {cores} threads (one per core, torch's default) against 1 thread (the library's "
+        f"default, {THREADS_ENV}); a thread that waits for a core another process holds stalls every "
+        "operation, and the numbers differ in the last bits between thread counts"
+    )
+    return row(f"train_epoch_{cores}_threads_vs_1_thread", ours_s, ref_s, ratio, note)
+
+
+def bench_distill_epoch(cfg: Config, teacher: nn.Module) -> dict:
+    """Our distillation epoch (cached teacher logits, soft labels at T) against `plain_epoch`."""
+    x, y = train_split(cfg)
+    recipe = replace(recipe_for("digits"), epochs=1)
+    teacher_logits = predict_logits(teacher, x, CPU)  # once, as distill() caches them
+    targets = {"logits": teacher_logits}
+    objective = DistillationObjective(cfg.distill_T, 1.0, t_squared=recipe.t_squared)
+    base = digits_model(cfg.seed + 1)
+    ours_s, ref_s, ratio = paired_timing(
+        lambda m: fit(m, x, y, targets, objective, recipe, CPU, cfg.seed),
+        lambda m: plain_epoch(m, x, y, recipe.batch_size, recipe.lr, cfg.seed),
+        cfg.train_pairs,
+        setup=lambda: copy.deepcopy(base),
+    )
+    note = f"soft labels at T={cfg.distill_T:g} from cached teacher logits vs hard-label cross-entropy"
+    return row("distill_epoch_vs_plain_loop", ours_s, ref_s, ratio, note)
+
+
+# --- attacks ------------------------------------------------------------------------------------
+
+
+def attack_settings(cfg: Config) -> AttackSettings:
+    return replace(
+        AttackSettings(), pgd_steps=cfg.pgd_steps, cw_steps=cfg.cw_steps,
+        cw_binary_search_steps=cfg.cw_binary_search_steps,
+    )  # fmt: skip
+
+
+def raw_foolbox_attack(name: str, settings: AttackSettings) -> Any:
+    """The Foolbox attack a user would build by hand with the same settings as ours."""
+    import foolbox as fb
+
+    if name == "fgsm":
+        return fb.attacks.FGSM()
+    if name == "pgd":
+        return fb.attacks.LinfPGD(
+            steps=settings.pgd_steps,
+            rel_stepsize=settings.pgd_rel_stepsize,
+            random_start=settings.pgd_random_start,
+        )
+    if name == "cw":
+        return fb.attacks.L2CarliniWagnerAttack(
+            binary_search_steps=settings.cw_binary_search_steps, steps=settings.cw_steps,
+            stepsize=settings.cw_stepsize, confidence=settings.cw_confidence,
+            initial_const=settings.cw_initial_const, abort_early=True,
+        )  # fmt: skip
+    raise ValueError(name)
+
+
+def bench_attack_vs_foolbox(
+    cfg: Config, name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, pairs: int | None = None
+) -> dict:
+    """`run_attack` (metrics included) against the same Foolbox attack called directly."""
+    import foolbox as fb
+
+    settings = attack_settings(cfg)
+    eps = None if name == "cw" else cfg.eps
+    outcome: dict[str, Any] = {}
+
+    def ours(_: Any) -> None:
+        outcome["ours"] = run_attack(model, x, y, name, [cfg.eps], settings, CPU, cfg.seed)[0]
+
+    def reference(_: Any) -> None:
+        torch.manual_seed(cfg.seed)
+        fmodel = fb.PyTorchModel(model, bounds=(0, 1), device=CPU)
+        _, clipped, is_adv = raw_foolbox_attack(name, settings)(fmodel, x, y, epsilons=[eps])
+        outcome["reference"] = is_adv[0]
+        outcome["reference_black"] = clipped[0].flatten(1).abs().amax(1) == 0
+
+    ours_s, ref_s, ratio = paired_timing(ours, reference, pairs or cfg.attack_pairs)
+    clean = predict_logits(model, x, CPU).argmax(1) == y
+    # Foolbox's CW returns an all-zero image where its search failed; ours counts it as a failure
+    ref_adv = outcome["reference"].cpu() & ~outcome["reference_black"].cpu()
+    ref_robust = float((clean & ~ref_adv).float().mean())
+    same = round(outcome["ours"]["robust_acc"] * len(x)) == round(ref_robust * len(x))
+    detail = {"fgsm": f"eps {cfg.eps}", "pgd": f"{settings.pgd_steps} steps, eps {cfg.eps}"}.get(
+        name,
+        f"{settings.cw_steps} steps x {settings.cw_binary_search_steps} searches, Adam step "
+        f"{settings.cw_stepsize:g}",
+    )
+    note = (
+        f"{len(x)} digits test inputs, {detail}; robust accuracy {outcome['ours']['robust_acc']:.4f}, "
+        f"{'the same as' if same else 'DIFFERENT from'} the reference's {ref_robust:.4f}"
+    )
+    return row(f"{name}_vs_raw_foolbox", ours_s, ref_s, ratio, note)
+
+
+def bench_pgd_vs_torchattacks(cfg: Config, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """Our PGD (Foolbox's LinfPGD through `run_attack`, metrics included) against torchattacks.PGD."""
+    try:
+        import torchattacks
+    except ImportError:
+        note = "skipped: torchattacks is not installed (pip install -e '.[bench]')"
+        return row("pgd_vs_torchattacks", None, None, None, note)
+    settings = attack_settings(cfg)
+    step = cfg.eps * settings.pgd_rel_stepsize
+    attack = torchattacks.PGD(
+        model, eps=cfg.eps, alpha=step, steps=settings.pgd_steps, random_start=settings.pgd_random_start
+    )
+
+    def reference(_: Any) -> None:
+        torch.manual_seed(cfg.seed)
+        attack(x, y)
+
+    ours_s, ref_s, ratio = paired_timing(
+        lambda _: run_attack(model, x, y, "pgd", [cfg.eps], settings, CPU, cfg.seed),
+        reference,
+        cfg.attack_pairs,
+    )
+    note = (
+        f"{len(x)} inputs, {settings.pgd_steps} steps of {step:.4g}, eps {cfg.eps}, random start; ours "
+        f"includes the clean predictions and metrics, torchattacks {torchattacks.__version__} returns the "
+        "images only"
+    )
+    return row("pgd_vs_torchattacks", ours_s, ref_s, ratio, note)
+
+
+def bench_pgd_vs_torchattacks_plus_metrics(
+    cfg: Config, model: nn.Module, x: torch.Tensor, y: torch.Tensor
+) -> dict:
+    """As `bench_pgd_vs_torchattacks`, with the two forward passes torchattacks' user needs for
+    the same metrics (clean predictions, predictions on the adversarial examples) in the reference."""
+    try:
+        import torchattacks
+    except ImportError:
+        note = "skipped: torchattacks is not installed (pip install -e '.[bench]')"
+        return row("pgd_vs_torchattacks_plus_metrics", None, None, None, note)
+    settings = attack_settings(cfg)
+    attack = torchattacks.PGD(
+        model,
+        eps=cfg.eps,
+        alpha=cfg.eps * settings.pgd_rel_stepsize,
+        steps=settings.pgd_steps,
+        random_start=settings.pgd_random_start,
+    )
+
+    def reference(_: Any) -> None:
+        torch.manual_seed(cfg.seed)
+        clean = predict_logits(model, x, CPU).argmax(1) == y
+        adv = predict_logits(model, attack(x, y), CPU).argmax(1) != y
+        attack_metrics(clean, adv, (x - x).flatten(1).norm(dim=1))
+
+    ours_s, ref_s, ratio = paired_timing(
+        lambda _: run_attack(model, x, y, "pgd", [cfg.eps], settings, CPU, cfg.seed),
+        reference,
+        cfg.attack_pairs,
+    )
+    note = "as pgd_vs_torchattacks, the reference also computing the clean and adversarial predictions"
+    return row("pgd_vs_torchattacks_plus_metrics", ours_s, ref_s, ratio, note)
+
+
+def cw_curve(cfg: Config, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[dict]:
+    """Carlini-Wagner success and median L2 against Adam steps and binary-search steps (at the
+    default Adam step size), then against the step size (at the fewest binary-search steps)."""
+    default = AttackSettings().cw_stepsize
+    grid = [(default, search, steps) for search in cfg.cw_curve_search_steps for steps in cfg.cw_curve_steps]
+    fewest = min(cfg.cw_curve_search_steps, default=3)
+    grid += [
+        (lr, fewest, steps) for lr in cfg.cw_curve_stepsizes for steps in cfg.cw_curve_steps if steps >= 100
+    ]
+    points = []
+    for stepsize, search, steps in grid:
+        settings = replace(
+            AttackSettings(), cw_steps=steps, cw_binary_search_steps=search, cw_stepsize=stepsize
+        )
+        started = time.perf_counter()
+        result = run_attack(model, x, y, "cw", settings=settings, device=CPU, seed=cfg.seed)[0]
+        points.append(
+            {
+                "steps": steps,
+                "binary_search_steps": search,
+                "stepsize": stepsize,
+                "n": len(x),
+                "success_rate": result["success_rate"],
+                "median_l2": result["median_dist"],
+                "seconds": time.perf_counter() - started,
+            }
+        )
+    return points
+
+
+def cw_curve_rows(points: Sequence[dict], n: int) -> list[dict]:
+    return [
+        row(
+            f"cw_curve_steps{p['steps']}_search{p['binary_search_steps']}_stepsize{p['stepsize']:g}",
+            p["seconds"],
+            None,
+            None,
+            f"success {p['success_rate']:.4f}, median L2 {p['median_l2']:.4f} on {n} digits test inputs "
+            f"(teacher-T1)",
+        )  # fmt: skip
+        for p in points
+    ]
+
+
+# --- throughput, demo ---------------------------------------------------------------------------
+
+
+def multiply_accumulates(model: nn.Module, shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of one forward pass on one input (convolutions and linear layers)."""
+    total = 0
+
+    def count(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+            total += output.numel() * k
+        elif isinstance(module, nn.Linear):
+            total += module.in_features * module.out_features
+
+    handles = [
+        m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, *shape))
+    for h in handles:
+        h.remove()
+    return total
+
+
+def matmul_peak_gflops(size: int = MATMUL_SIZE, repeats: int = 8) -> float:
+    """Best float32 matrix-multiply rate of this process, in GFLOP/s."""
+    a, b = torch.rand(size, size), torch.rand(size, size)
+    torch.mm(a, b)
+    best = math.inf
+    for _ in range(repeats):
+        started = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best / 1e9
+
+
+def bench_mnist_throughput(cfg: Config) -> dict:
+    """Training images/s of papernot-mnist on synthetic 28x28 data, beside the matmul peak."""
+    spec = get_dataset_spec("mnist")
+    generator = torch.Generator().manual_seed(cfg.seed)
+    x = torch.rand(cfg.throughput_images, *spec.shape, generator=generator)
+    y = torch.randint(0, spec.num_classes, (cfg.throughput_images,), generator=generator)
+    torch.manual_seed(cfg.seed)
+    model = build_model("papernot-mnist", spec.shape, spec.num_classes, spec.mean, spec.std)
+    recipe = replace(recipe_for("mnist"), epochs=1)
+    loss_fn = temperature_cross_entropy(1.0)
+    fit(
+        copy.deepcopy(model),
+        x[: recipe.batch_size * 2],
+        y[: recipe.batch_size * 2],
+        y,
+        loss_fn,
+        recipe,
+        CPU,
+        0,
+    )
+    peak = matmul_peak_gflops()
+    started = time.perf_counter()
+    fit(model, x, y, y, loss_fn, recipe, CPU, cfg.seed)
+    seconds = time.perf_counter() - started
+    peak = max(peak, matmul_peak_gflops())
+    # forward + gradient of the inputs + gradient of the weights: three passes of the same size
+    flops = 3 * 2 * multiply_accumulates(model, spec.shape) * len(x)
+    at_peak = flops / (peak * 1e9)
+    note = (
+        f"{len(x) / seconds:.0f} images/s ({recipe.optimizer}, batch {recipe.batch_size}), "
+        f"{flops / seconds / 1e9:.1f} GFLOP/s against {peak:.1f} GFLOP/s, the best float32 "
+        f"{MATMUL_SIZE}x{MATMUL_SIZE} matrix multiply of the same run ({at_peak / seconds:.0%} of it); "
+        "reference_s: the same FLOPs at that rate"
+    )
+    return row("mnist_train_throughput_vs_matmul_peak", seconds, at_peak, seconds / at_peak, note)
+
+
+def defdistill_command() -> list[str]:
+    script = Path(sys.executable).with_name("defdistill")
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-c", "from defdistill.cli import run; run()"]
+
+
+def bench_demo() -> dict:
+    """Wall time and peak resident memory of `defdistill demo --quiet` in a fresh folder."""
+    with tempfile.TemporaryDirectory(prefix="defdistill-bench-demo-") as folder:
+        started = time.perf_counter()
+        done = subprocess.run(
+            [*defdistill_command(), "demo", "--quiet"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        return row("demo_wall_time", None, None, None, f"the demo failed (exit {done.returncode}): {tail[0]}")
+    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB on Linux
+    note = (
+        "defdistill demo --quiet (digits, defaults) in a fresh folder; "
+        f"peak resident memory {peak_mib:.0f} MiB"
+    )
+    return row("demo_wall_time", seconds, None, None, note)
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+def trained_teacher(cfg: Config, runs_dir: Path) -> nn.Module:
+    """A T=1 digits teacher, trained for this run."""
+    result = train_teacher(T=1.0, epochs=cfg.teacher_epochs, seed=cfg.seed, runs_dir=runs_dir, device="cpu")
+    model, _ = load_run(result.path, dataset="digits")
+    return model.eval()
+
+
+def run_benchmarks(cfg: Config, log: Callable[[str], None] = print) -> tuple[list[dict], list[dict]]:
+    """Every benchmark of `cfg`: the result rows, and the Carlini-Wagner curve points."""
+    rows: list[dict] = []
+
+    def add(new: dict) -> None:
+        rows.append(new)
+        ratio = "" if new["ratio"] is None else f" ratio {new['ratio']:.3f}"
+        log(f"{new['name']}: ours {new['ours_s']} s, reference {new['reference_s']} s{ratio}")
+
+    with tempfile.TemporaryDirectory(prefix="defdistill-bench-") as folder:
+        teacher = trained_teacher(cfg, Path(folder) / "runs")
+    x, y = load_dataset("digits", "test")
+    x, y = x[: cfg.n_attack], y[: cfg.n_attack]
+    add(bench_train_epoch(cfg))
+    add(bench_distill_epoch(cfg, teacher))
+    add(bench_train_epoch_with_checkpoint(cfg))
+    if cfg.threads_row:
+        add(bench_threads(cfg))
+    add(bench_attack_vs_foolbox(cfg, "fgsm", teacher, x, y, pairs=3 * cfg.attack_pairs))
+    add(bench_attack_vs_foolbox(cfg, "pgd", teacher, x, y))
+    add(bench_attack_vs_foolbox(cfg, "cw", teacher, x, y, pairs=cfg.cw_pairs))
+    add(bench_pgd_vs_torchattacks(cfg, teacher, x, y))
+    add(bench_pgd_vs_torchattacks_plus_metrics(cfg, teacher, x, y))
+    add(bench_mnist_throughput(cfg))
+    points = cw_curve(cfg, teacher, x, y)
+    for new in cw_curve_rows(points, len(x)):
+        add(new)
+    if cfg.demo:
+        add(bench_demo())
+    return rows, points
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(rows: Sequence[dict], points: Sequence[dict], cfg: Config, context: dict[str, str]) -> str:
+    """The human-readable report: the ratio table, the Carlini-Wagner curve, the context."""
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Mode: {'quick' if cfg.quick else 'full'}. "
+        + "; ".join(f"{k}: {v}" for k, v in context.items())
+        + ".",
+        "",
+        "ratio = ours / reference, the median of interleaved pairs (target <= "
+        f"{RATIO_TARGET}; against torchattacks <= {TORCHATTACKS_GOAL}).",
+        "",
+        "| benchmark | ours (s) | reference (s) | ratio | note |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        if r["name"].startswith("cw_curve_"):
+            continue
+        cells = [r["name"], _fmt(r["ours_s"]), _fmt(r["reference_s"]), _fmt(r["ratio"]), r["note"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    if points:
+        defaults = AttackSettings()
+        lines += [
+            "",
+            f"## Carlini-Wagner L2 on {points[0]['n']} digits test inputs (teacher-T1, T=1)",
+            "",
+            "Success rate / median L2 of the successful examples / seconds, by Adam steps (rows) and "
+            f"binary-search steps (columns); initial c {defaults.cw_initial_const:g}, abort early. "
+            f"Defaults: {defaults.cw_steps} steps x {defaults.cw_binary_search_steps} binary-search steps, "
+            f"Adam step {defaults.cw_stepsize:g}.",
+        ]
+        for stepsize in sorted({p["stepsize"] for p in points}, key=lambda v: v != defaults.cw_stepsize):
+            at = [p for p in points if p["stepsize"] == stepsize]
+            searches = sorted({p["binary_search_steps"] for p in at})
+            lines += [
+                "",
+                f"Adam step {stepsize:g}:",
+                "",
+                "| steps | " + " | ".join(f"{s} searches" for s in searches) + " |",
+                "| --- | " + " | ".join("---" for _ in searches) + " |",
+            ]
+            for steps in sorted({p["steps"] for p in at}):
+                cells = []
+                for search in searches:
+                    hit = [p for p in at if p["steps"] == steps and p["binary_search_steps"] == search]
+                    cells.append(
+                        f"{hit[0]['success_rate']:.3f} / {hit[0]['median_l2']:.3f} / {hit[0]['seconds']:.1f}"
+                        if hit
+                        else ""
+                    )
+                lines.append(f"| {steps} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_context() -> dict[str, str]:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "CPU cores": str(os.cpu_count()),
+        "torch threads": str(torch.get_num_threads()),
+        "load average at start": f"{load:.1f}",
+    }
+
+
+def write_results(results_dir: Path, rows: Sequence[dict], text: str) -> tuple[Path, Path]:
+    """results/benchmarks.json and .md, each written atomically."""
+    json_path, md_path = Path(results_dir) / "benchmarks.json", Path(results_dir) / "benchmarks.md"
+    atomic_write_json(json_path, list(rows))
+    atomic_write_text(md_path, text)
+    return json_path, md_path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="Small sizes: under a minute on 2 cores.")
+    parser.add_argument(
+        "--results-dir", type=Path, default=Path("results"), help="Where to write the results."
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help=f"CPU threads (default: the library's, see {THREADS_ENV})."
+    )
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        os.environ[THREADS_ENV] = str(args.threads)  # read again by every seed_everything
+    configure_threads()
+    cfg = QUICK if args.quick else FULL
+    context = run_context()
+    started = time.perf_counter()
+    rows, points = run_benchmarks(cfg, log=lambda line: print(line, flush=True))
+    context["wall time of this run"] = f"{time.perf_counter() - started:.0f} s"
+    paths = write_results(args.results_dir, rows, markdown(rows, points, cfg, context))
+    print(f"wrote {paths[0]} and {paths[1]} in {context['wall time of this run']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

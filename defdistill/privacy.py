@@ -1,0 +1,624 @@
+"""Distillation as a defence against membership inference, measured the way the field measures it.
+
+The design of Shejwalkar & Houmansadr (2021, "Membership Privacy for Machine Learning Models
+Through Knowledge Transfer"): a teacher is trained on a private half of the training split; a
+student sees only the teacher's soft labels softmax(z_t / T) on a disjoint public half (labels
+unused), or on uniform noise; both are attacked for the teacher's private members. Jagielski et
+al. (2023, "Students Parrot Their Teachers") show the student can still leak them, most when the
+transfer set resembles the private data, which is what the `public` / `noise` choice varies.
+
+Attacks: loss threshold (Yeom et al. 2018), confidence and entropy thresholds (Salem et al. 2019)
+and offline LiRA (Carlini et al. 2022). Metrics, as Carlini et al. recommend: AUC, TPR at 1% and
+0.1% FPR read from the ROC, membership advantage max(TPR - FPR) (Yeom et al.), and utility (test
+accuracy).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data import DatasetSpec, get_dataset_spec, load_dataset
+from .distill import distillation_loss
+from .errors import DefdistillError
+from .fileio import atomic_write_json, atomic_write_with
+from .models import build_model
+from .progress import SILENT, ProgressReporter
+from .runs import check_temperature, format_T, run_dir, save_run
+from .runtime import resolve_device, seed_everything
+from .tables import record_rows
+from .training import (
+    LossFn,
+    Recipe,
+    accuracy,
+    base_meta,
+    check_positive_int,
+    finish_meta,
+    fit,
+    predict_logits,
+    recipe_for,
+    temperature_cross_entropy,
+)
+
+ATTACKS = ("loss", "confidence", "entropy", "lira")
+TRANSFER_SETS = ("public", "noise")
+DEFAULT_TEMPERATURES = (1.0, 10.0, 100.0)
+DEFAULT_SHADOWS = 4
+FPR_TARGETS = {"tpr_at_1pct_fpr": 0.01, "tpr_at_0_1pct_fpr": 0.001}
+# Carlini et al. (2022, section VI-A): below ~64 shadow models a variance shared by all examples
+# is a better estimate than one per example.
+LIRA_GLOBAL_VARIANCE_BELOW = 64
+MEMBERSHIP_FILE = "membership.json"
+SHADOW_SCORES_FILE = "lira_shadow_scores.json"
+# Privacy runs carry meta["study"]; runs.list_runs leaves such runs out of role look-ups, so
+# `--model teacher --T 1` keeps meaning teacher-T1 and privacy runs are reached by name.
+STUDY = "privacy"
+
+
+# --- metrics ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Roc:
+    """ROC of a membership score (higher = more likely a member): one point per distinct threshold."""
+
+    fpr: np.ndarray
+    tpr: np.ndarray
+    n_members: int
+    n_nonmembers: int
+
+
+def _scores(values: Sequence[float] | np.ndarray | torch.Tensor, what: str) -> np.ndarray:
+    array = np.asarray(
+        values.detach().cpu() if isinstance(values, torch.Tensor) else values, dtype=np.float64
+    )
+    if array.ndim != 1 or array.size == 0:
+        raise DefdistillError(f"{what} must be a non-empty 1-D array of scores, got shape {array.shape}")
+    if np.isnan(array).any():
+        raise DefdistillError(f"{what} contain NaN: the model's outputs are not finite, retrain it")
+    return array
+
+
+def roc_curve(
+    member_scores: Sequence[float] | np.ndarray, nonmember_scores: Sequence[float] | np.ndarray
+) -> Roc:
+    """Exact ROC: thresholds at every distinct score, members as positives.
+
+    Tied scores form one point, so a tie between a member and a non-member never counts as
+    separated; the curve starts at (0, 0) and ends at (1, 1).
+    """
+    pos = _scores(member_scores, "member scores")
+    neg = _scores(nonmember_scores, "non-member scores")
+    scores = np.concatenate([pos, neg])
+    labels = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
+    order = np.argsort(-scores, kind="stable")
+    scores, labels = scores[order], labels[order]
+    # last index of each run of equal scores (`!=`, not np.diff, so equal infinities tie too)
+    ends = np.append(np.flatnonzero(scores[1:] != scores[:-1]), len(scores) - 1)
+    tps = np.cumsum(labels)[ends]
+    fps = np.cumsum(1.0 - labels)[ends]
+    return Roc(
+        fpr=np.concatenate([[0.0], fps / len(neg)]),
+        tpr=np.concatenate([[0.0], tps / len(pos)]),
+        n_members=len(pos),
+        n_nonmembers=len(neg),
+    )
+
+
+def roc_auc(roc: Roc) -> float:
+    """Area under the ROC (trapezoids; a tied pair counts one half, as in the Mann-Whitney U)."""
+    return float(np.sum(np.diff(roc.fpr) * (roc.tpr[1:] + roc.tpr[:-1]) / 2.0))
+
+
+def tpr_at_fpr(roc: Roc, target: float) -> float:
+    """TPR at the largest achievable FPR <= target (the conservative reading, no interpolation).
+
+    A threshold can only realise FPRs that are multiples of 1/n_nonmembers: with 360
+    non-members, 1% FPR allows 3 false positives and 0.1% allows none, so TPR at 0.1% FPR is the
+    fraction of members scored strictly above every non-member. Interpolating between ROC points
+    would credit the attack with a randomised threshold it never ran.
+    """
+    allowed = roc.fpr <= target + 1e-12  # 3/300 must count as <= 0.01 despite rounding
+    return float(roc.tpr[allowed].max())
+
+
+def membership_advantage(roc: Roc) -> float:
+    """Yeom et al. (2018): max over thresholds of TPR - FPR."""
+    return float(np.max(roc.tpr - roc.fpr))
+
+
+def membership_metrics(
+    member_scores: Sequence[float] | np.ndarray, nonmember_scores: Sequence[float] | np.ndarray
+) -> dict[str, float | int]:
+    """AUC, TPR at 1% and 0.1% FPR, advantage, and the counts they rest on."""
+    return metrics_from_roc(roc_curve(member_scores, nonmember_scores))
+
+
+def metrics_from_roc(roc: Roc) -> dict[str, float | int]:
+    """The table's metric columns from one ROC."""
+    return {
+        "n_members": roc.n_members,
+        "n_nonmembers": roc.n_nonmembers,
+        "auc": roc_auc(roc),
+        **{column: tpr_at_fpr(roc, target) for column, target in FPR_TARGETS.items()},
+        "advantage": membership_advantage(roc),
+    }
+
+
+# --- attack scores (higher = "member") ------------------------------------------------------
+
+
+def stable_log_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """log softmax in float64 with log1p, so log p of the top class stays distinct from 0.
+
+    A student distilled at T answers at T=1 with logits about T times larger; the usual
+    logsumexp(z) - z_y rounds to exactly 0 once the margin passes ~37 nats, which would tie
+    every confident example and blind the threshold attacks.
+    """
+    z = logits.double()
+    top, arg = z.max(1, keepdim=True)
+    shifted = z - top
+    rest = shifted.exp().scatter(1, arg, 0.0).sum(1, keepdim=True)  # sum over classes != argmax
+    return shifted - torch.log1p(rest)
+
+
+def logit_confidence(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """LiRA's logit-scaled confidence log p_y - log sum_{i != y} p_i = z_y - logsumexp_{i != y} z_i."""
+    z = logits.double()
+    others = z.scatter(1, labels.view(-1, 1), -math.inf)
+    return z.gather(1, labels.view(-1, 1)).squeeze(1) - torch.logsumexp(others, dim=1)
+
+
+def loss_scores(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Yeom et al. (2018): minus the cross-entropy loss; members are fit more closely."""
+    return stable_log_softmax(logits).gather(1, labels.view(-1, 1)).squeeze(1)
+
+
+def confidence_scores(logits: torch.Tensor) -> torch.Tensor:
+    """log of the top softmax probability (monotone in it, so the same ROC; label-free)."""
+    return stable_log_softmax(logits).max(1).values
+
+
+def entropy_scores(logits: torch.Tensor) -> torch.Tensor:
+    """Minus the entropy of the prediction (label-free; members get sharper predictions)."""
+    log_p = stable_log_softmax(logits)
+    return (log_p.exp() * log_p).sum(1)
+
+
+def lira_offline_scores(target_phi: torch.Tensor, shadow_phi: torch.Tensor) -> torch.Tensor:
+    """Offline LiRA (Carlini et al. 2022, Algorithm 1 without IN models).
+
+    `shadow_phi` (K x N) holds each example's logit-scaled confidence under K shadow models
+    that never trained on it. A Gaussian N(mu_i, sigma^2) fitted to those OUT scores gives the
+    one-sided test Pr[Z < phi_observed]; the score returned is its z-value (phi - mu_i) / sigma,
+    monotone in that probability but without its float saturation at z > 8.
+    """
+    K = shadow_phi.shape[0]
+    if K < 2:
+        raise DefdistillError(
+            f"LiRA needs at least 2 shadow models to estimate a variance, got {K}: use --shadow 4"
+        )
+    shadow_phi = shadow_phi.double()
+    mu = shadow_phi.mean(0)
+    if K < LIRA_GLOBAL_VARIANCE_BELOW:
+        sigma = ((shadow_phi - mu) ** 2).sum().div(shadow_phi.numel() - shadow_phi.shape[1]).sqrt()
+    else:
+        sigma = shadow_phi.std(0)
+    return (target_phi.double() - mu) / sigma.clamp_min(1e-12)
+
+
+def threshold_attack_scores(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The scores of the three threshold attacks, which need the target model only."""
+    return {
+        "loss": loss_scores(logits, labels),
+        "confidence": confidence_scores(logits),
+        "entropy": entropy_scores(logits),
+    }
+
+
+# --- the data split ---------------------------------------------------------------------
+
+
+def derived_seed(seed: int, *parts: int) -> int:
+    """An independent 32-bit seed for one component (split, shadow k, noise), from the run's seed."""
+    return int(np.random.SeedSequence([seed, *parts]).generate_state(1)[0])
+
+
+@dataclass(frozen=True)
+class MembershipSplit:
+    """Indices into the train split (private, public, members, shadow pool) and the test split."""
+
+    private: np.ndarray  # the teacher's training set
+    public: np.ndarray  # the student's transfer set; its labels are never used
+    members: np.ndarray  # attacked members: a subset of `private`
+    nonmembers: np.ndarray  # attacked non-members: test-split indices
+    shadow_pool: np.ndarray  # train indices that are no attack target: public + unused private
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "private_train_indices": self.private.tolist(),
+            "public_train_indices": self.public.tolist(),
+            "members": {"split": "train", "indices": self.members.tolist()},
+            "nonmembers": {"split": "test", "indices": self.nonmembers.tolist()},
+            "n_members": len(self.members),
+            "n_nonmembers": len(self.nonmembers),
+            "shadow_pool_train_indices": self.shadow_pool.tolist(),
+        }
+
+
+def make_split(y_train: torch.Tensor, n_test: int, seed: int) -> MembershipSplit:
+    """Seeded, stratified halves of the train split, and a balanced member / non-member set.
+
+    n_members == n_nonmembers == min(|private|, |test|): on digits the 360-image test split is
+    the smaller, so every test image is a non-member and 360 of the 718 private images are the
+    members; on MNIST all 10,000 test images face 10,000 of the 30,000 private ones.
+    """
+    from sklearn.model_selection import train_test_split
+
+    labels = y_train.numpy()
+    indices = np.arange(len(labels))
+    private, public = train_test_split(
+        indices, test_size=0.5, stratify=labels, random_state=derived_seed(seed, 0)
+    )
+    rng = np.random.default_rng(derived_seed(seed, 1))
+    n = min(len(private), n_test)
+    members = np.sort(rng.choice(private, size=n, replace=False))
+    nonmembers = np.sort(rng.choice(n_test, size=n, replace=False))
+    unused_private = np.setdiff1d(private, members)
+    return MembershipSplit(
+        private=np.sort(private),
+        public=np.sort(public),
+        members=members,
+        nonmembers=nonmembers,
+        shadow_pool=np.sort(np.concatenate([public, unused_private])),
+    )
+
+
+def shadow_halves(
+    pool: np.ndarray, y_train: torch.Tensor, seed: int, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shadow k's private and public halves: a seeded, stratified partition of the pool."""
+    from sklearn.model_selection import train_test_split
+
+    a, b = train_test_split(
+        pool, test_size=0.5, stratify=y_train.numpy()[pool], random_state=derived_seed(seed, 2, k)
+    )
+    return np.sort(a), np.sort(b)
+
+
+def noise_images(count: int, shape: tuple[int, int, int], seed: int) -> torch.Tensor:
+    """Uniform noise in [0, 1]: a transfer set that shares nothing with the private data."""
+    return torch.rand((count, *shape), generator=torch.Generator().manual_seed(seed))
+
+
+# --- training, through the library's own loops -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Setting:
+    dataset: str
+    spec: DatasetSpec
+    arch: str
+    recipe: Recipe
+    device: torch.device
+    progress: ProgressReporter
+
+
+def _train_private_teacher(
+    s: _Setting, x: torch.Tensor, y: torch.Tensor, seed: int, description: str
+) -> tuple[nn.Module, list[float]]:
+    seed_everything(seed)
+    model = build_model(s.arch, s.spec.shape, s.spec.num_classes, s.spec.mean, s.spec.std)
+    losses = fit(
+        model, x, y, y, temperature_cross_entropy(1.0), s.recipe, s.device, seed, s.progress, description
+    )
+    return model, losses
+
+
+def _soft_label_loss(T: float) -> LossFn:
+    def loss(logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return distillation_loss(logits, teacher_logits, labels, T, alpha=1.0)  # labels unused at alpha=1
+
+    return loss
+
+
+def _distil_student(
+    s: _Setting, teacher: nn.Module, x_transfer: torch.Tensor, T: float, seed: int, description: str
+) -> tuple[nn.Module, list[float]]:
+    teacher_logits = predict_logits(teacher, x_transfer, s.device)
+    placeholder = teacher_logits.argmax(1)  # fit wants labels; the pure soft-label loss ignores them
+    seed_everything(seed)
+    student = build_model(s.arch, s.spec.shape, s.spec.num_classes, s.spec.mean, s.spec.std)
+    losses = fit(
+        student,
+        x_transfer,
+        placeholder,
+        teacher_logits,
+        _soft_label_loss(T),
+        s.recipe,
+        s.device,
+        seed,
+        s.progress,
+        description,
+    )
+    return student, losses
+
+
+def train_private_teacher(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    dataset: str = "digits",
+    epochs: int | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: ProgressReporter = SILENT,
+) -> nn.Module:
+    """A teacher trained on (x, y) alone with plain cross-entropy (the study's teacher step)."""
+    spec = get_dataset_spec(dataset)
+    base = recipe_for(dataset)
+    recipe = Recipe(
+        epochs=check_positive_int(epochs, "--epochs") if epochs is not None else base.epochs,
+        batch_size=base.batch_size,
+        lr=base.lr,
+        weight_decay=base.weight_decay,
+    )
+    setting = _Setting(dataset, spec, spec.default_arch, recipe, resolve_device(device), progress)
+    return _train_private_teacher(setting, x, y, seed, f"{dataset} teacher")[0]
+
+
+# --- the study ------------------------------------------------------------------------------
+
+
+def teacher_run_name() -> str:
+    return "privacy-teacher"
+
+
+def student_run_name(T: float, transfer_set: str) -> str:
+    """`privacy-student-T10`, or `privacy-student-noise-T10` for a noise transfer set."""
+    middle = "" if transfer_set == "public" else f"{transfer_set}-"
+    return f"privacy-student-{middle}T{format_T(T)}"
+
+
+@dataclass
+class PrivacyModel:
+    """One attacked model: its run, role, temperature, test accuracy and per-attack ROC."""
+
+    name: str
+    role: str
+    T: float
+    test_acc: float
+    path: Path
+    rocs: dict[str, Roc] = field(default_factory=dict)
+
+
+@dataclass
+class PrivacyReport:
+    """What `run_privacy` trained, measured and wrote."""
+
+    models: list[PrivacyModel]
+    rows: list[dict[str, Any]]
+    figure: Path
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+
+def check_temperatures(values: Sequence[float]) -> list[float]:
+    """Validate the distillation temperatures (order kept, duplicates dropped)."""
+    values = [check_temperature(v) for v in values]
+    if not values:
+        raise DefdistillError("no temperature given: e.g. --T 1,10,100")
+    return list(dict.fromkeys(values))
+
+
+def check_shadows(shadows: int) -> int:
+    """0 (no LiRA) or at least 2 shadow models."""
+    if not isinstance(shadows, int) or shadows < 0 or shadows == 1:
+        raise DefdistillError(
+            f"--shadow must be 0 (skip LiRA) or at least 2 (LiRA estimates a variance), got {shadows}"
+        )
+    return shadows
+
+
+def run_privacy(
+    dataset: str = "digits",
+    temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
+    shadows: int = DEFAULT_SHADOWS,
+    transfer_set: str = "public",
+    epochs: int | None = None,
+    seed: int = 0,
+    runs_dir: str | Path = "runs",
+    results_dir: str | Path = "results",
+    data_dir: str | Path = "data",
+    device: str = "auto",
+    progress: ProgressReporter = SILENT,
+) -> PrivacyReport:
+    """Teacher on the private half, a student per T on the public half (or noise), attacked for membership.
+
+    Shadow models mimic each pipeline (Carlini et al. 2022, offline): shadow k trains a teacher
+    on a random stratified half A_k of the shadow pool and distils its students at each T on the
+    other half B_k (on noise when the transfer set is noise). The pool holds no attack target,
+    so every shadow is an OUT model for every example. Approximation: the shadow sets are about
+    3/4 the size of the real private and public halves (the pool is public + unused private).
+    """
+    spec = get_dataset_spec(dataset)
+    temperatures = check_temperatures(temperatures)
+    shadows = check_shadows(shadows)
+    if transfer_set not in TRANSFER_SETS:
+        raise DefdistillError(
+            f"unknown transfer set {transfer_set!r}: choose one of {', '.join(TRANSFER_SETS)}"
+        )
+    base = recipe_for(dataset)
+    recipe = Recipe(
+        epochs=check_positive_int(epochs, "--epochs") if epochs is not None else base.epochs,
+        batch_size=base.batch_size,
+        lr=base.lr,
+        weight_decay=base.weight_decay,
+    )
+    setting = _Setting(dataset, spec, spec.default_arch, recipe, resolve_device(device), progress)
+    x_train, y_train = load_dataset(dataset, "train", data_dir)
+    x_test, y_test = load_dataset(dataset, "test", data_dir)
+    started = time.perf_counter()
+
+    split = make_split(y_train, len(y_test), seed)
+    x_targets = torch.cat([x_train[split.members], x_test[split.nonmembers]])
+    y_targets = torch.cat([y_train[split.members], y_test[split.nonmembers]])
+    n = len(split.members)
+
+    def transfer_inputs(public_indices: np.ndarray, noise_seed: int) -> torch.Tensor:
+        if transfer_set == "noise":
+            return noise_images(len(split.public), spec.shape, noise_seed)
+        return x_train[public_indices]
+
+    # The targets: teacher on the private half; one student per T on the public half (or noise).
+    # (name, role, T, model, training seconds, epoch losses)
+    trained: list[tuple[str, str, float, nn.Module, float, list[float]]] = []
+    t0 = time.perf_counter()
+    teacher, losses = _train_private_teacher(
+        setting, x_train[split.private], y_train[split.private], seed, f"{dataset} {teacher_run_name()}"
+    )
+    trained.append((teacher_run_name(), "teacher", 1.0, teacher, time.perf_counter() - t0, losses))
+    x_transfer = transfer_inputs(split.public, derived_seed(seed, 3))
+    for T in temperatures:
+        name = student_run_name(T, transfer_set)
+        t0 = time.perf_counter()
+        student, losses = _distil_student(setting, teacher, x_transfer, T, seed, f"{dataset} {name}")
+        trained.append((name, "student", T, student, time.perf_counter() - t0, losses))
+
+    # Shadow pipelines: phi of every target under each OUT model, per target model.
+    shadow_phi: dict[str, list[torch.Tensor]] = {name: [] for name, *_ in trained}
+    shadow_sets = []
+    for k in range(shadows):
+        a, b = shadow_halves(split.shadow_pool, y_train, seed, k)
+        shadow_sets.append({"private": a.tolist(), "public": b.tolist()})
+        k_seed = derived_seed(seed, 4, k)
+        shadow_teacher, _ = _train_private_teacher(
+            setting, x_train[a], y_train[a], k_seed, f"{dataset} shadow {k + 1}/{shadows} teacher"
+        )
+        target_logits = predict_logits(shadow_teacher, x_targets, setting.device)
+        shadow_phi[teacher_run_name()].append(logit_confidence(target_logits, y_targets))
+        shadow_transfer = transfer_inputs(b, derived_seed(seed, 5, k))
+        for T in temperatures:
+            shadow_student, _ = _distil_student(
+                setting,
+                shadow_teacher,
+                shadow_transfer,
+                T,
+                k_seed,
+                f"{dataset} shadow {k + 1}/{shadows} student-T{format_T(T)}",
+            )
+            target_logits = predict_logits(shadow_student, x_targets, setting.device)
+            shadow_phi[student_run_name(T, transfer_set)].append(logit_confidence(target_logits, y_targets))
+
+    membership = {
+        "dataset": dataset,
+        "seed": seed,
+        "transfer_set": transfer_set,
+        "targets": "members: attacked private (teacher-training) examples; nonmembers: test examples; "
+        "n_members == n_nonmembers == min(|private|, |test|)",
+        **split.to_json(),
+        "shadow_models": shadows,
+        "shadow_sets": shadow_sets,
+    }
+    member = torch.zeros(len(y_targets), dtype=torch.bool)
+    member[:n] = True
+    models, rows, notes = [], [], []
+    for name, role, T, model, train_seconds, losses in trained:
+        test_acc = accuracy(model, x_test, y_test, setting.device)
+        logits = predict_logits(model, x_targets, setting.device)
+        scores = threshold_attack_scores(logits, y_targets)
+        phi = logit_confidence(logits, y_targets)
+        if shadows:
+            scores["lira"] = lira_offline_scores(phi, torch.stack(shadow_phi[name]))
+        rocs = {attack: roc_curve(s[member], s[~member]) for attack, s in scores.items()}
+
+        path = run_dir(runs_dir, dataset, name)
+        # finish_meta measures wall time from a start: the model's own training time, not the shadows'
+        started_at = time.perf_counter() - train_seconds
+        meta = finish_meta(
+            base_meta(dataset, setting.arch, role, T, seed, recipe), started_at, losses, test_acc
+        )
+        meta.update(
+            study=STUDY,
+            train_set=f"private half ({len(split.private)} train examples)"
+            if role == "teacher"
+            else f"{transfer_set} transfer set ({len(split.public)} inputs, soft labels at T={format_T(T)})",
+            teacher=None if role == "teacher" else teacher_run_name(),
+            teacher_T=None if role == "teacher" else 1.0,
+            membership=MEMBERSHIP_FILE,
+        )
+        atomic_write_json(path / MEMBERSHIP_FILE, membership)
+        if shadows:
+            atomic_write_json(
+                path / SHADOW_SCORES_FILE,
+                {
+                    "score": "logit-scaled confidence z_y - logsumexp_{i!=y} z_i under each OUT shadow model",
+                    "order": "members then nonmembers, as in membership.json",
+                    "target_phi": phi.tolist(),
+                    "shadow_phi": torch.stack(shadow_phi[name]).tolist(),
+                },
+            )
+        save_run(path, model.cpu(), meta)  # meta.json last: its presence marks a finished run
+
+        models.append(PrivacyModel(name, role, T, test_acc, path, rocs))
+        for attack, roc in rocs.items():
+            rows.append(
+                {
+                    "dataset": dataset, "model": name, "role": role, "T": T, "attack": attack,
+                    **metrics_from_roc(roc), "test_acc": test_acc,
+                    "transfer_set": transfer_set, "shadows": shadows, "seed": seed, "epochs": recipe.epochs,
+                }
+            )  # fmt: skip
+    record_rows(results_dir, "privacy", rows)
+    suffix = "" if transfer_set == "public" else f"_{transfer_set}"
+    figure = Path(results_dir) / f"privacy_roc_{dataset}{suffix}.png"
+    plot_rocs(models, figure, f"Membership inference on {dataset} (transfer set: {transfer_set})")
+    if n < len(split.private):
+        notes.append(
+            f"{n} of the {len(split.private)} private examples are attacked (balanced with the test split)"
+        )
+    notes.append(
+        f"with {n} non-members, TPR at 1% FPR allows {math.floor(n * 0.01 + 1e-9)} false positives and "
+        f"TPR at 0.1% FPR {math.floor(n * 0.001 + 1e-9)} (the largest achievable FPR <= the target)"
+    )
+    if not shadows:
+        notes.append("--shadow 0: LiRA skipped")
+    return PrivacyReport(models, rows, figure, time.perf_counter() - started, notes)
+
+
+def plot_rocs(models: Sequence[PrivacyModel], path: str | Path, title: str) -> Path:
+    """Log-log ROC curves, one panel per attack, one curve per model (Carlini et al. 2022, Fig. 1)."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend, nothing shown
+
+    attacks = [a for a in ATTACKS if any(a in m.rocs for m in models)]
+    fig = Figure(figsize=(4.2 * len(attacks), 4.2), layout="constrained")
+    axes = fig.subplots(1, len(attacks), squeeze=False)[0]
+    for ax, attack in zip(axes, attacks, strict=True):
+        floor = 1.0
+        for model in models:
+            roc = model.rocs.get(attack)
+            if roc is None:
+                continue
+            floor = min(floor, 0.5 / roc.n_nonmembers)
+            label = f"{model.name} (AUC {roc_auc(roc):.3f}, TPR@1% {tpr_at_fpr(roc, 0.01):.3f})"
+            ax.plot(np.maximum(roc.fpr, floor), np.maximum(roc.tpr, floor), label=label, lw=1.2)
+        ax.plot([floor, 1], [floor, 1], ls="--", color="grey", lw=0.8, label="chance")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(floor, 1)
+        ax.set_ylim(floor, 1)
+        ax.set_xlabel("false positive rate")
+        ax.set_ylabel("true positive rate")
+        ax.set_title(attack)
+        ax.legend(fontsize=6, loc="lower right")
+    fig.suptitle(title, fontsize=10)
+    path = Path(path)
+    atomic_write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=130))
+    return path

@@ -1,0 +1,84 @@
+"""The benchmark harness (benchmarks/run.py) on minimal sizes: its pairing and its output schema.
+
+No timing is asserted: the harness measures, these tests check what it writes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+HARNESS = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("defdistill_benchmarks", HARNESS)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paired_timing_alternates_the_order_and_reports_the_median_ratio(bench, monkeypatch):
+    clock = [0.0]
+    calls = []
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
+
+    def side(name: str, seconds: float):
+        def run(arg):
+            calls.append((name, arg))
+            clock[0] += seconds
+
+        return run
+
+    setups = iter(range(100))
+    ours_s, ref_s, ratio = bench.paired_timing(
+        side("ours", 3.0), side("ref", 2.0), 3, setup=lambda: next(setups)
+    )
+    assert [name for name, _ in calls] == ["ours", "ref", "ours", "ref", "ref", "ours", "ours", "ref"]
+    assert len({arg for _, arg in calls}) == len(calls)  # a fresh setup() for every call
+    assert (ours_s, ref_s, ratio) == (3.0, 2.0, 1.5)
+
+
+def test_harness_on_minimal_sizes_writes_the_documented_json_and_markdown(bench, tmp_path, monkeypatch):
+    monkeypatch.setenv(bench.THREADS_ENV, "1")
+    tiny = replace(
+        bench.QUICK, teacher_epochs=1, train_pairs=1, attack_pairs=1, cw_pairs=1, n_attack=6, pgd_steps=2,
+        cw_steps=2, cw_binary_search_steps=1, cw_curve_steps=(2,), cw_curve_search_steps=(1,),
+        cw_curve_stepsizes=(0.05,),  # only from 100 steps on: no point here
+        throughput_images=8, train_images=64, threads_row=True,
+    )  # fmt: skip
+    rows, points = bench.run_benchmarks(tiny, log=lambda line: None)
+    json_path, md_path = bench.write_results(
+        tmp_path / "results", rows, bench.markdown(rows, points, tiny, {})
+    )
+
+    written = json.loads(json_path.read_text())
+    assert written == rows
+    for row in written:
+        assert tuple(row) == bench.ROW_KEYS
+        assert isinstance(row["name"], str) and isinstance(row["note"], str) and row["note"]
+        for key in ("ours_s", "reference_s", "ratio"):
+            assert row[key] is None or (isinstance(row[key], float) and row[key] >= 0), (row["name"], key)
+        if row["ratio"] is not None:
+            assert row["ours_s"] is not None and row["reference_s"] is not None
+    names = {row["name"] for row in written}
+    required = {
+        "train_epoch_vs_plain_loop", "distill_epoch_vs_plain_loop", "fgsm_vs_raw_foolbox",
+        "pgd_vs_raw_foolbox", "cw_vs_raw_foolbox", "pgd_vs_torchattacks",
+    }  # fmt: skip
+    assert required <= names
+    assert all(r["ratio"] is not None for r in written if r["name"] in required - {"pgd_vs_torchattacks"})
+    assert "cw_curve_steps2_search1_stepsize0.02" in names  # the curve at the default step size
+    assert [(p["steps"], p["binary_search_steps"]) for p in points] == [(2, 1)]
+    assert all("DIFFERENT" not in r["note"] for r in written)  # our attacks found what Foolbox found
+
+    text = md_path.read_text()
+    assert text.startswith("# Benchmarks") and "| train_epoch_vs_plain_loop |" in text
+    assert "Carlini-Wagner" in text and "cw_curve_" not in text  # the curve is its own table
