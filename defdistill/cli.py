@@ -267,7 +267,8 @@ def attack_cmd(
     model: Annotated[str, typer.Option("--model", help="A role (teacher, student), a run name or a run directory.")] = "student",
     T: Annotated[float | None, typer.Option("--T", help="Pick the run of this temperature when --model is a role.")] = None,
     attacks: Annotated[
-        str, typer.Option("--attacks", help="fgsm, pgd, cw, pgd-margin, pgd-t, transfer, hsj (comma-separated).")
+        str,
+        typer.Option("--attacks", help="Comma-separated: fgsm, pgd, cw, pgd-margin, pgd-t, transfer, hsj."),
     ] = "fgsm,pgd,cw",
     eps: Annotated[str, typer.Option("--eps", help="Comma-separated L-inf budgets in [0, 1].")] = "0.05,0.1,0.2,0.3",
     n: Annotated[int | None, typer.Option("--n", help="Attack the first n test inputs (default: all).")] = None,
@@ -464,7 +465,9 @@ def diagnose_cmd(
     T: Annotated[
         float | None, typer.Option("--T", help="Pick the run of this temperature when --model is a role.")
     ] = None,
-    eps: Annotated[str, typer.Option("--eps", help="Comma-separated L-inf budgets in [0, 1].")] = "0.05,0.1,0.2,0.3",
+    eps: Annotated[
+        str, typer.Option("--eps", help="Comma-separated L-inf budgets in [0, 1].")
+    ] = "0.05,0.1,0.2,0.3",
     n: Annotated[int | None, typer.Option("--n", help="Use the first n test inputs (default: all).")] = None,
     surrogate: SurrogateOpt = None,
     fresh: Annotated[
