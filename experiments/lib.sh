@@ -21,6 +21,7 @@ PYTHON="$(dirname "$DEFDISTILL")/python"
 [[ -x "$PYTHON" ]] || PYTHON="python3"
 
 JOBS=1
+DEFAULT_EPS="0.05,0.1,0.2,0.3"  # defdistill attack's default budgets
 N_INPUTS=""
 EPOCHS=""
 RUNS_DIR="runs"
@@ -58,7 +59,8 @@ parse_sweep_args() {
         esac
     done
     [[ "$JOBS" =~ ^[1-9][0-9]*$ ]] || { echo "error: -j takes a positive integer, got $JOBS" >&2; exit 2; }
-    export DEFDISTILL RUNS_DIR RESULTS_DIR DATA_DIR N_INPUTS EPOCHS
+    BOUNDED_ATTACKS="$(bounded_attacks)"
+    export DEFDISTILL RUNS_DIR RESULTS_DIR DATA_DIR N_INPUTS EPOCHS BOUNDED_ATTACKS DEFAULT_EPS
 }
 
 # Every attack in the library's registry, comma-separated: new attacks join the sweeps by themselves.
@@ -94,40 +96,38 @@ train_pair() {
     fi
 }
 
-# has_records DATASET MODEL ATTACK [EPS...]: the attack's rows are recorded (every EPS, if given).
+# has_records DATASET MODEL ATTACK EPS...: the attack's row for every EPS is recorded
+# ("none" for an unbounded attack, as the record files name it).
 has_records() {
-    local dataset="$1" model="$2" attack="$3"
+    local dataset="$1" model="$2" attack="$3" eps
     shift 3
-    local records="$RESULTS_DIR/records/robustness"
-    if [[ $# -eq 0 ]]; then
-        compgen -G "$records/${dataset}__${model}__${attack}__*.json" >/dev/null
-        return
-    fi
-    local eps
     for eps in "$@"; do
-        compgen -G "$records/${dataset}__${model}__${attack}__*__${eps}.json" >/dev/null || return 1
+        compgen -G "$RESULTS_DIR/records/robustness/${dataset}__${model}__${attack}__*__${eps}.json" >/dev/null ||
+            return 1
     done
 }
 
-# attack_missing DATASET MODEL ATTACKS [EPS]: run the attacks (comma-separated) without records.
+# attack_missing DATASET MODEL ATTACKS [EPS]: run the attacks (comma-separated) that lack a
+# record for a budget of EPS (comma-separated, default DEFAULT_EPS).
 attack_missing() {
-    local dataset="$1" model="$2" attacks="$3" eps="${4:-}"
-    local todo=() attack eps_list=()
-    if [[ -n "$eps" ]]; then
-        IFS=, read -r -a eps_list <<<"$eps"
-    fi
+    local dataset="$1" model="$2" attacks="$3" eps="${4:-$DEFAULT_EPS}"
+    local todo=() attack eps_list=() all=()
+    IFS=, read -r -a eps_list <<<"$eps"
     IFS=, read -r -a all <<<"$attacks"
     for attack in "${all[@]}"; do
-        has_records "$dataset" "$model" "$attack" "${eps_list[@]}" || todo+=("$attack")
+        if [[ ",$BOUNDED_ATTACKS," == *",$attack,"* ]]; then
+            has_records "$dataset" "$model" "$attack" "${eps_list[@]}" || todo+=("$attack")
+        else
+            has_records "$dataset" "$model" "$attack" none || todo+=("$attack")
+        fi
     done
     if [[ ${#todo[@]} -eq 0 ]]; then
         echo "skip: $dataset $model is attacked"
         return 0
     fi
     local args=(--model "$model" --attacks "$(IFS=,; echo "${todo[*]}")" --dataset "$dataset"
-        --runs-dir "$RUNS_DIR" --results-dir "$RESULTS_DIR" --data-dir "$DATA_DIR" --quiet)
-    [[ -n "$eps" ]] && args+=(--eps "$eps")
-    [[ -n "$N_INPUTS" ]] && args+=(--n "$N_INPUTS")
+        --eps "$eps" --runs-dir "$RUNS_DIR" --results-dir "$RESULTS_DIR" --data-dir "$DATA_DIR" --quiet)
+    if [[ -n "$N_INPUTS" ]]; then args+=(--n "$N_INPUTS"); fi
     "$DEFDISTILL" attack "${args[@]}"
 }
 
