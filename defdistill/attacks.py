@@ -430,6 +430,7 @@ def run_attack(
         progress.task(f"{attack}", len(budgets) * len(batches)) as advance,
         input_gradients_only(model),
         input_gradients_only(surrogate),
+        torch.autocast(device.type, enabled=False),  # full precision, even in a caller's autocast
     ):
         for budget in budgets:
             seed_everything(seed)

@@ -55,24 +55,45 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 STATE = {"debug": False, "interrupt_reported": False}
 
-Dataset = Annotated[str, typer.Option("--dataset", help="digits (embedded), mnist, fashion-mnist or cifar10.")]
+Dataset = Annotated[
+    str, typer.Option("--dataset", help="digits (embedded), mnist, fashion-mnist or cifar10.")
+]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for initialisation, batching and random starts.")]
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where runs are stored.")]
 ResultsDir = Annotated[Path, typer.Option("--results-dir", help="Where tables are written.")]
 DataDir = Annotated[Path, typer.Option("--data-dir", help="Where downloadable datasets are read from.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables; the summary line only.")]
-Epochs = Annotated[int | None, typer.Option("--epochs", help="Training epochs (default: the dataset's recipe).")]
+Quiet = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress bars or tables; the summary line only.")
+]
+Epochs = Annotated[
+    int | None, typer.Option("--epochs", help="Training epochs (default: the dataset's recipe).")
+]
+Amp = Annotated[
+    str,
+    typer.Option(
+        "--amp", help="Mixed precision for training: auto (on for CUDA), on or off. Attacks never use it."
+    ),
+]
+NumWorkers = Annotated[
+    int,
+    typer.Option(
+        "--num-workers", help="DataLoader workers feeding batches from host memory (0: data on the device)."
+    ),
+]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue from the run's last completed epoch.")]
 RecipeName = Annotated[
     str | None,
     typer.Option(
-        "--recipe", help="Training preset: digits, papernot-mnist or papernot-cifar10 (default: the dataset's)."
+        "--recipe",
+        help="Training preset: digits, papernot-mnist or papernot-cifar10 (default: the dataset's).",
     ),
 ]
 Download = Annotated[
     bool,
-    typer.Option("--download", help="Fetch the dataset's missing files into --data-dir first (needs internet)."),
+    typer.Option(
+        "--download", help="Fetch the dataset's missing files into --data-dir first (needs internet)."
+    ),
 ]
 
 T_ = TypeVar("T_")
@@ -119,7 +140,9 @@ def _float_list(text: str, option: str) -> list[float]:
     try:
         return [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise DefdistillError(f"{option} takes comma-separated numbers, e.g. 0.05,0.1, got {text!r}") from None
+        raise DefdistillError(
+            f"{option} takes comma-separated numbers, e.g. 0.05,0.1, got {text!r}"
+        ) from None
 
 
 def _fetch(download: bool, dataset: str, data_dir: Path) -> None:
@@ -128,6 +151,13 @@ def _fetch(download: bool, dataset: str, data_dir: Path) -> None:
         from .data import fetch_dataset
 
         _call(fetch_dataset, dataset, data_dir)
+
+
+def _main_rank() -> bool:
+    """Whether this process prints: rank 0 under torchrun, always otherwise."""
+    from .distributed import launched_world
+
+    return launched_world().is_main
 
 
 def _notes(notes: list[str]) -> None:
@@ -141,7 +171,18 @@ SurrogateOpt = Annotated[
 
 DISPLAY_COLUMNS = {
     "diagnostics": ["model", "check", "value", "passed", "detail"],
-    "robustness": ["model", "attack", "norm", "eps", "n", "clean_acc", "success_rate", "robust_acc", "median_dist", "seconds"],
+    "robustness": [
+        "model",
+        "attack",
+        "norm",
+        "eps",
+        "n",
+        "clean_acc",
+        "success_rate",
+        "robust_acc",
+        "median_dist",
+        "seconds",
+    ],
 }
 
 
@@ -167,7 +208,9 @@ def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks fo
 @app.command("train-teacher")
 def train_teacher_cmd(
     dataset: Dataset = "digits",
-    T: Annotated[float, typer.Option("--T", help="Training temperature: softmax(logits / T) in the loss.")] = 1.0,
+    T: Annotated[
+        float, typer.Option("--T", help="Training temperature: softmax(logits / T) in the loss.")
+    ] = 1.0,
     epochs: Epochs = None,
     seed: Seed = 0,
     arch: Annotated[str | None, typer.Option("--arch", help="Architecture (default: the dataset's).")] = None,
@@ -176,30 +219,50 @@ def train_teacher_cmd(
     download: Download = False,
     recipe: RecipeName = None,
     device: Device = "auto",
+    amp: Amp = "auto",
+    num_workers: NumWorkers = 0,
     quiet: Quiet = False,
     resume: Resume = False,
 ) -> None:
-    """Train a teacher at temperature T (T=1 is the ordinary, undefended network)."""
+    """Train a teacher at temperature T (T=1 is the ordinary, undefended network).
+
+    Under `torchrun --nproc_per_node N -m defdistill train-teacher ...` N processes train it together."""
     from .training import train_teacher
 
     _fetch(download, dataset, data_dir)
     result = _call(
-        train_teacher, dataset=dataset, T=T, epochs=epochs, seed=seed, arch=arch,
-        runs_dir=runs_dir, data_dir=data_dir, device=device, progress=_reporter(quiet), resume=resume,
+        train_teacher,
+        dataset=dataset,
+        T=T,
+        epochs=epochs,
+        seed=seed,
+        arch=arch,
+        runs_dir=runs_dir,
+        data_dir=data_dir,
+        device=device,
+        progress=_reporter(quiet),
+        resume=resume,
         recipe=recipe,
+        amp=amp,
+        num_workers=num_workers,
     )
+    if not _main_rank():
+        return
     _notes(result.notes)
     m = result.meta
     out.print(
         f"{result.path.name}: test accuracy {m['clean_acc']:.4f} after {m['epochs']} epochs "
-        f"({m['wall_seconds']:.1f} s) -> {result.path}", highlight=False
+        f"({m['wall_seconds']:.1f} s) -> {result.path}",
+        highlight=False,
     )
 
 
 @app.command("distill")
 def distill_cmd(
     T: Annotated[float, typer.Option("--T", help="Distillation temperature.")] = 100.0,
-    teacher: Annotated[str | None, typer.Option("--teacher", help="Teacher run (default: teacher-T<T>, else teacher-T1).")] = None,
+    teacher: Annotated[
+        str | None, typer.Option("--teacher", help="Teacher run (default: teacher-T<T>, else teacher-T1).")
+    ] = None,
     alpha: Annotated[
         float | None,
         typer.Option("--alpha", help="Soft-term weight; < 1 mixes in hard-label CE (default: the method's)."),
@@ -237,19 +300,44 @@ def distill_cmd(
     download: Download = False,
     recipe: RecipeName = None,
     device: Device = "auto",
+    amp: Amp = "auto",
+    num_workers: NumWorkers = 0,
     quiet: Quiet = False,
     resume: Resume = False,
 ) -> None:
-    """Train a student on the teacher's soft labels at T (or a variant); it is deployed at T=1."""
+    """Train a student on the teacher's soft labels at T (or a variant); it is deployed at T=1.
+
+    Under `torchrun --nproc_per_node N -m defdistill distill ...` N processes train it together."""
     from .distill import distill
 
     _fetch(download, dataset, data_dir)
     result = _call(
-        distill, dataset=dataset, T=T, teacher=teacher, alpha=alpha, epochs=epochs, seed=seed,
-        arch=student_arch, runs_dir=runs_dir, results_dir=results_dir, data_dir=data_dir, device=device,
-        progress=_reporter(quiet), method=method, name=name, generations=generations,
-        transfer_set=transfer_set, layer=layer, feature_weight=feature_weight, resume=resume, recipe=recipe,
+        distill,
+        dataset=dataset,
+        T=T,
+        teacher=teacher,
+        alpha=alpha,
+        epochs=epochs,
+        seed=seed,
+        arch=student_arch,
+        runs_dir=runs_dir,
+        results_dir=results_dir,
+        data_dir=data_dir,
+        device=device,
+        progress=_reporter(quiet),
+        method=method,
+        name=name,
+        generations=generations,
+        transfer_set=transfer_set,
+        layer=layer,
+        feature_weight=feature_weight,
+        resume=resume,
+        recipe=recipe,
+        amp=amp,
+        num_workers=num_workers,
     )
+    if not _main_rank():
+        return
     _notes(result.notes)
     for run in result.generations:
         m = run.meta
@@ -264,14 +352,22 @@ def distill_cmd(
 
 @app.command("attack")
 def attack_cmd(
-    model: Annotated[str, typer.Option("--model", help="A role (teacher, student), a run name or a run directory.")] = "student",
-    T: Annotated[float | None, typer.Option("--T", help="Pick the run of this temperature when --model is a role.")] = None,
+    model: Annotated[
+        str, typer.Option("--model", help="A role (teacher, student), a run name or a run directory.")
+    ] = "student",
+    T: Annotated[
+        float | None, typer.Option("--T", help="Pick the run of this temperature when --model is a role.")
+    ] = None,
     attacks: Annotated[
         str,
         typer.Option("--attacks", help="Comma-separated: fgsm, pgd, cw, pgd-margin, pgd-t, transfer, hsj."),
     ] = "fgsm,pgd,cw",
-    eps: Annotated[str, typer.Option("--eps", help="Comma-separated L-inf budgets in [0, 1].")] = "0.05,0.1,0.2,0.3",
-    n: Annotated[int | None, typer.Option("--n", help="Attack the first n test inputs (default: all).")] = None,
+    eps: Annotated[
+        str, typer.Option("--eps", help="Comma-separated L-inf budgets in [0, 1].")
+    ] = "0.05,0.1,0.2,0.3",
+    n: Annotated[
+        int | None, typer.Option("--n", help="Attack the first n test inputs (default: all).")
+    ] = None,
     surrogate: SurrogateOpt = None,
     dataset: Dataset = "digits",
     seed: Seed = 0,
@@ -287,9 +383,19 @@ def attack_cmd(
 
     def run():
         return attack_model(
-            model=model, dataset=dataset, attacks=attacks.split(","), eps=_float_list(eps, "--eps"), n=n, T=T,
-            seed=seed, runs_dir=runs_dir, results_dir=results_dir, data_dir=data_dir, device=device,
-            progress=_reporter(quiet), surrogate=surrogate,
+            model=model,
+            dataset=dataset,
+            attacks=attacks.split(","),
+            eps=_float_list(eps, "--eps"),
+            n=n,
+            T=T,
+            seed=seed,
+            runs_dir=runs_dir,
+            results_dir=results_dir,
+            data_dir=data_dir,
+            device=device,
+            progress=_reporter(quiet),
+            surrogate=surrogate,
         )
 
     _fetch(download, dataset, data_dir)
@@ -299,10 +405,11 @@ def attack_cmd(
 
         _print_frame("robustness", pd.DataFrame(report.rows))
     _notes(report.notes)
-    best = max(report.rows, key=lambda r: (r["success_rate"] if r["success_rate"] == r["success_rate"] else -1))
+    best = max(report.rows, key=lambda r: r["success_rate"] if r["success_rate"] == r["success_rate"] else -1)
     out.print(
         f"{report.model_path.name}: {len(report.rows)} rows -> {results_dir / 'robustness.csv'}; "
-        f"strongest: {best['attack']} success {best['success_rate']:.3f}", highlight=False
+        f"strongest: {best['attack']} success {best['success_rate']:.3f}",
+        highlight=False,
     )
 
 
@@ -324,7 +431,9 @@ def demo_cmd(
     T: Annotated[float, typer.Option("--T", help="Distillation temperature.")] = 100.0,
     dataset: Dataset = "digits",
     epochs: Epochs = None,
-    n: Annotated[int | None, typer.Option("--n", help="Attack the first n test inputs (default: all).")] = None,
+    n: Annotated[
+        int | None, typer.Option("--n", help="Attack the first n test inputs (default: all).")
+    ] = None,
     seed: Seed = 0,
     runs_dir: RunsDir = Path("runs"),
     results_dir: ResultsDir = Path("results"),
@@ -338,8 +447,17 @@ def demo_cmd(
 
     _fetch(download, dataset, data_dir)
     report = _call(
-        run_demo, dataset=dataset, T=T, epochs=epochs, n=n, seed=seed, runs_dir=runs_dir,
-        results_dir=results_dir, data_dir=data_dir, device=device, progress=_reporter(quiet),
+        run_demo,
+        dataset=dataset,
+        T=T,
+        epochs=epochs,
+        n=n,
+        seed=seed,
+        runs_dir=runs_dir,
+        results_dir=results_dir,
+        data_dir=data_dir,
+        device=device,
+        progress=_reporter(quiet),
     )
     if not quiet:
         for name, frame in report.tables.items():
@@ -349,7 +467,8 @@ def demo_cmd(
         out.print(f"{diagnosis.model_path.name}: {diagnosis.verdict}", highlight=False, soft_wrap=True)
     out.print(
         f"demo on {dataset}: {len(report.runs)} models trained and attacked in {report.seconds:.0f} s; "
-        f"tables in {results_dir}", highlight=False
+        f"tables in {results_dir}",
+        highlight=False,
     )
 
 
@@ -378,9 +497,17 @@ def privacy_cmd(
 
     def run():
         return run_privacy(
-            dataset=dataset, temperatures=_float_list(T, "--T"), shadows=shadow, transfer_set=transfer_set,
-            epochs=epochs, seed=seed, runs_dir=runs_dir, results_dir=results_dir, data_dir=data_dir,
-            device=device, progress=_reporter(quiet),
+            dataset=dataset,
+            temperatures=_float_list(T, "--T"),
+            shadows=shadow,
+            transfer_set=transfer_set,
+            epochs=epochs,
+            seed=seed,
+            runs_dir=runs_dir,
+            results_dir=results_dir,
+            data_dir=data_dir,
+            device=device,
+            progress=_reporter(quiet),
         )
 
     report = _call(run)
@@ -394,11 +521,13 @@ def privacy_cmd(
     for row in (r for r in report.rows if r["attack"] == headline):
         out.print(
             f"{row['model']}: {headline} AUC {row['auc']:.3f}, TPR@1%FPR {row['tpr_at_1pct_fpr']:.3f}, "
-            f"advantage {row['advantage']:.3f}, test accuracy {row['test_acc']:.4f}", highlight=False
+            f"advantage {row['advantage']:.3f}, test accuracy {row['test_acc']:.4f}",
+            highlight=False,
         )
     out.print(
         f"privacy on {dataset}: {len(report.models)} models attacked in {report.seconds:.0f} s -> "
-        f"{results_dir / 'privacy.csv'}, {report.figure}", highlight=False
+        f"{results_dir / 'privacy.csv'}, {report.figure}",
+        highlight=False,
     )
 
 
@@ -434,8 +563,14 @@ def compression_cmd(
 
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None
     rows = _call(
-        measure_compression, dataset=dataset, models=names, repeats=repeats, threads=threads,
-        runs_dir=runs_dir, results_dir=results_dir, progress=_reporter(quiet),
+        measure_compression,
+        dataset=dataset,
+        models=names,
+        repeats=repeats,
+        threads=threads,
+        runs_dir=runs_dir,
+        results_dir=results_dir,
+        progress=_reporter(quiet),
     )
     if not quiet:
         import pandas as pd
@@ -486,9 +621,19 @@ def diagnose_cmd(
 
     def run():
         return diagnose_model(
-            model=model, dataset=dataset, T=T, eps=_float_list(eps, "--eps"), n=n, seed=seed,
-            surrogate=surrogate, fresh=fresh, runs_dir=runs_dir, results_dir=results_dir, data_dir=data_dir,
-            device=device, progress=_reporter(quiet),
+            model=model,
+            dataset=dataset,
+            T=T,
+            eps=_float_list(eps, "--eps"),
+            n=n,
+            seed=seed,
+            surrogate=surrogate,
+            fresh=fresh,
+            runs_dir=runs_dir,
+            results_dir=results_dir,
+            data_dir=data_dir,
+            device=device,
+            progress=_reporter(quiet),
         )
 
     diagnosis = _call(run)
@@ -500,6 +645,50 @@ def diagnose_cmd(
             table.add_row(c.name, f"{c.value:.3f}", "yes" if c.passed else "[red]no[/]", c.detail)
         out.print(table)
     out.print(f"{diagnosis.model_path.name}: {diagnosis.verdict}", highlight=False, soft_wrap=True)
+
+
+@app.command("sweep")
+def sweep_cmd(
+    spec: Annotated[Path, typer.Argument(help="The sweep's YAML spec (see experiments/sweeps/).")],
+    executor: Annotated[
+        str,
+        typer.Option("--executor", help="local (processes here), slurm, submitit-local or submitit-debug."),
+    ] = "local",
+    max_parallel: Annotated[
+        int | None,
+        typer.Option("--max-parallel", help="Configurations at once (default: the spec's max_parallel)."),
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Slurm: block until the jobs end.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Run every unfinished configuration of a sweep here, or submit them to Slurm as an array job."""
+    from .sweep import run_sweep
+
+    result = _call(
+        run_sweep, spec, executor=executor, max_parallel=max_parallel, wait=wait or None,
+        progress=_reporter(quiet),
+    )  # fmt: skip
+    name = result.spec.name
+    for outcome in result.failed:
+        err.print(f"[bold red]failed:[/] {outcome.config}: {escape(outcome.error or '')}", highlight=False)
+    ran = len(result.outcomes) - len(result.failed)
+    if result.job_ids and not result.outcomes:
+        out.print(
+            f"{name}: submitted {len(result.job_ids)} configurations as Slurm job "
+            f"{result.job_ids[0].split('_')[0]} ({len(result.already_done)} already finished); logs in "
+            f"{result.log_dir}. Run the same command again when they end: finished configurations are "
+            "skipped and the tables rebuilt.",
+            highlight=False,
+        )
+        return
+    report = f"; report {result.report}" if result.report else ""
+    out.print(
+        f"{name}: {ran} configurations run, {len(result.already_done)} already finished, "
+        f"{len(result.failed)} failed ({result.executor}){report}",
+        highlight=False,
+    )
+    if result.failed:
+        raise typer.Exit(1)
 
 
 def run() -> None:

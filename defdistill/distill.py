@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .data import get_dataset_spec, load_dataset
+from .distributed import barrier, current_world, main_first, session
 from .errors import DefdistillError
 from .fileio import atomic_write_with, ensure_writable_dir
 from .losses import (
@@ -50,11 +51,15 @@ from .training import (
     RunResult,
     accuracy,
     base_meta,
+    check_num_workers,
     check_positive_int,
     check_seed,
+    execution_meta,
+    execution_settings,
     finish_meta,
     fit,
     make_recipe,
+    resolve_amp,
     training_checkpoint,
     warm_start,
 )
@@ -279,6 +284,8 @@ class _Plan:
     generations: int
     resume: bool = False
     data_dir: str | Path = "data"  # for the warm start, which trains on the labelled training split
+    amp: str | None = None  # resolve_amp's dtype name
+    num_workers: int = 0
 
 
 def _distill_generation(
@@ -306,6 +313,7 @@ def _distill_generation(
         path, "student", plan.dataset, arch, plan.T, seed, plan.recipe, plan.resume,
         teacher_sha256=teacher_meta["weights_sha256"], method=plan.method.name, alpha=plan.alpha,
         layer=plan.layer, feature_weight=plan.weight, transfer_set=plan.transfer_set, generation=generation,
+        **execution_settings(plan.amp, current_world()),
     )  # fmt: skip
     notes.extend(resume_notes)  # the caller's list: the command line prints it
     started = time.perf_counter()
@@ -319,8 +327,9 @@ def _distill_generation(
         ) from None
     if not (plan.resume and checkpoint.exists()):  # the teacher's warm start, when the recipe has one
         warm_start(
-            student, plan.dataset, plan.data_dir, plan.recipe, device, seed, progress, f"{name} warm start"
-        )
+            student, plan.dataset, plan.data_dir, plan.recipe, device, seed, progress, f"{name} warm start",
+            plan.amp, plan.num_workers,
+        )  # fmt: skip
 
     feature_loss, student_layer, teacher_layer = None, None, None
     if plan.method.uses_features:
@@ -336,9 +345,11 @@ def _distill_generation(
             )
         feature_loss = plan.method.build(s_shape, t_shape)
 
-    targets, from_cache = teacher_outputs(
-        teacher_model, teacher_path, teacher_meta, plan.transfer_set, x_transfer,
-        [teacher_layer] if teacher_layer else [], device,
+    targets, from_cache = main_first(  # rank 0 writes the cache the other ranks then read
+        lambda: teacher_outputs(
+            teacher_model, teacher_path, teacher_meta, plan.transfer_set, x_transfer,
+            [teacher_layer] if teacher_layer else [], device,
+        )
     )  # fmt: skip
     batch_targets = {"logits": targets["logits"]}
     if teacher_layer:
@@ -356,7 +367,7 @@ def _distill_generation(
         )
         losses = fit(
             student, x_transfer, y_transfer, batch_targets, objective, plan.recipe, device, seed,
-            progress, f"{plan.dataset} {name}", checkpoint,
+            progress, f"{plan.dataset} {name}", checkpoint, plan.amp, plan.num_workers,
         )  # fmt: skip
     test_acc = accuracy(student, x_test, y_test, device)
     meta = finish_meta(
@@ -381,10 +392,13 @@ def _distill_generation(
         generations=plan.generations,
         teacher_outputs_cached=from_cache,
         notes=notes,
+        **execution_meta(plan.amp, current_world(), device, plan.num_workers),
     )
-    meta = save_run(path, student.cpu(), meta)
-    checkpoint.clear()
-    record_accuracy_gap(results_dir, meta, student_name=name)
+    if current_world().is_main:
+        meta = save_run(path, student.cpu(), meta)
+        checkpoint.clear()
+        record_accuracy_gap(results_dir, meta, student_name=name)
+    barrier()  # the next generation loads this run on every rank
     return RunResult(path, meta, list(notes))
 
 
@@ -411,13 +425,16 @@ def distill(
     feature_weight: float | None = None,
     resume: bool = False,
     recipe: str | None = None,
+    amp: str | bool | None = "auto",
+    num_workers: int = 0,
 ) -> DistillResult:
     """Train a student from the teacher at T with `method`; record its accuracy gap.
 
     `arch` is the student's architecture (default: the teacher's). With `generations` > 1 the
     runs are `<name>-gen1` ... `<name>-genN`, each taught by the one before (born-again
     networks); generation g is seeded with seed + g - 1. `layer` overrides the module path a
-    feature method hooks, `feature_weight` the weight of its term.
+    feature method hooks, `feature_weight` the weight of its term. `amp` and `num_workers`
+    are as in `train_teacher`; under torchrun the processes train each student together.
     """
     get_dataset_spec(dataset)
     T = check_temperature(T)
@@ -450,11 +467,32 @@ def distill(
             f"--transfer-set {transfer_set} withholds: pass --recipe digits (no warm start)"
         )
     check_seed(seed)
+    check_num_workers(num_workers)
+    torch_device = resolve_device(device)
     plan = _Plan(
         dataset, T, spec, alpha, arch, layer, float(weight), transfer_set, settings, generations, resume,
-        data_dir,
+        data_dir, resolve_amp(amp, torch_device), num_workers,
     )  # fmt: skip
-    torch_device = resolve_device(device)
+    with session(torch_device) as (_, torch_device):
+        return _distill_generations(
+            plan, teacher, seed, name, runs_dir, results_dir, data_dir, torch_device, progress
+        )
+
+
+def _distill_generations(
+    plan: _Plan,
+    teacher: str | None,
+    seed: int,
+    name: str | None,
+    runs_dir: str | Path,
+    results_dir: str | Path,
+    data_dir: str | Path,
+    torch_device: torch.device,
+    progress: ProgressReporter,
+) -> DistillResult:
+    dataset, T, spec, arch, transfer_set, generations = (
+        plan.dataset, plan.T, plan.method, plan.arch, plan.transfer_set, plan.generations
+    )  # fmt: skip
     teacher_path, notes = choose_teacher(runs_dir, dataset, T, teacher)
     teacher_model, teacher_meta = load_run(teacher_path, dataset=dataset, map_location=torch_device)
     ensure_writable_dir(Path(runs_dir) / dataset, "--runs-dir")  # before training, not after it

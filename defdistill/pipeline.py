@@ -62,7 +62,9 @@ def run_demo(
     ensure_writable_dir(Path(runs_dir) / dataset, "--runs-dir")
     ensure_writable_dir(results_dir, "--results-dir")
     started = time.perf_counter()
-    common = dict(dataset=dataset, seed=seed, runs_dir=runs_dir, data_dir=data_dir, device=device, progress=progress)
+    common = dict(
+        dataset=dataset, seed=seed, runs_dir=runs_dir, data_dir=data_dir, device=device, progress=progress
+    )
     runs = [train_teacher(T=1.0, epochs=epochs, **common).path]
     if T != 1.0:
         runs.append(train_teacher(T=T, epochs=epochs, **common).path)
@@ -71,7 +73,13 @@ def run_demo(
     notes = list(student.notes)
     for path in runs:
         report = attack_model(
-            model=str(path), attacks=attacks, eps=eps, n=n, settings=settings, results_dir=results_dir, **common
+            model=str(path),
+            attacks=attacks,
+            eps=eps,
+            n=n,
+            settings=settings,
+            results_dir=results_dir,
+            **common,
         )
         notes.extend(report.notes)
     diagnoses = [

@@ -15,6 +15,8 @@ accuracy).
 
 from __future__ import annotations
 
+import io
+import json
 import math
 import time
 from collections.abc import Sequence
@@ -29,12 +31,12 @@ from torch import nn
 from .data import DatasetSpec, get_dataset_spec, load_dataset
 from .distill import distillation_loss
 from .errors import DefdistillError
-from .fileio import atomic_write_json, atomic_write_with
+from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .models import build_model
 from .progress import SILENT, ProgressReporter
 from .runs import check_temperature, format_T, run_dir, save_run
 from .runtime import resolve_device, seed_everything
-from .tables import record_rows
+from .tables import RECORDS_DIR, record_rows, record_slug
 from .training import (
     LossFn,
     Recipe,
@@ -61,6 +63,11 @@ SHADOW_SCORES_FILE = "lira_shadow_scores.json"
 # Privacy runs carry meta["study"]; runs.list_runs leaves such runs out of role look-ups, so
 # `--model teacher --T 1` keeps meaning teacher-T1 and privacy runs are reached by name.
 STUDY = "privacy"
+# Each model x attack ROC is kept beside its record in records/privacy, so the figure can be
+# redrawn (and other plots made) without retraining.
+ROC_RECORDS = "privacy_roc"
+ROC_PANELS = ("lira", "loss")  # the calibrated attack, and the simplest baseline beside it
+ROC_FLOOR = 1e-3  # the log axes' lower end: TPR at 0.1% FPR is the lowest rate the table reports
 
 
 # --- metrics ------------------------------------------------------------------------------
@@ -530,6 +537,7 @@ def run_privacy(
     member = torch.zeros(len(y_targets), dtype=torch.bool)
     member[:n] = True
     models, rows, notes = [], [], []
+    curves: list[Roc] = []  # one per row
     for name, role, T, model, train_seconds, losses in trained:
         test_acc = accuracy(model, x_test, y_test, setting.device)
         logits = predict_logits(model, x_targets, setting.device)
@@ -569,6 +577,7 @@ def run_privacy(
 
         models.append(PrivacyModel(name, role, T, test_acc, path, rocs))
         for attack, roc in rocs.items():
+            curves.append(roc)
             rows.append(
                 {
                     "dataset": dataset, "model": name, "role": role, "T": T, "attack": attack,
@@ -577,9 +586,11 @@ def run_privacy(
                 }
             )  # fmt: skip
     record_rows(results_dir, "privacy", rows)
-    suffix = "" if transfer_set == "public" else f"_{transfer_set}"
-    figure = Path(results_dir) / f"privacy_roc_{dataset}{suffix}.png"
-    plot_rocs(models, figure, f"Membership inference on {dataset} (transfer set: {transfer_set})")
+    for row, roc in zip(rows, curves, strict=True):
+        save_roc_record(results_dir, row, roc)
+    # One figure per dataset, drawn from every stored curve: a noise run adds its students to
+    # the public run's, and `defdistill report` redraws the same figure without retraining.
+    figure = plot_privacy_rocs(read_roc_records(results_dir, dataset), roc_figure_path(results_dir, dataset))
     if n < len(split.private):
         notes.append(
             f"{n} of the {len(split.private)} private examples are attacked (balanced with the test split)"
@@ -593,32 +604,128 @@ def run_privacy(
     return PrivacyReport(models, rows, figure, time.perf_counter() - started, notes)
 
 
-def plot_rocs(models: Sequence[PrivacyModel], path: str | Path, title: str) -> Path:
-    """Log-log ROC curves, one panel per attack, one curve per model (Carlini et al. 2022, Fig. 1)."""
+# --- stored ROC curves and the figure ---------------------------------------------------------
+
+
+def roc_to_json(roc: Roc) -> dict[str, Any]:
+    """The ROC as integer counts per threshold: exact, compact, and enough to redraw the curve."""
+    return {
+        "n_members": roc.n_members,
+        "n_nonmembers": roc.n_nonmembers,
+        "false_positives": np.rint(roc.fpr * roc.n_nonmembers).astype(int).tolist(),
+        "true_positives": np.rint(roc.tpr * roc.n_members).astype(int).tolist(),
+    }
+
+
+def roc_from_json(obj: dict[str, Any]) -> Roc:
+    """Inverse of `roc_to_json`; rejects counts that cannot form a ROC."""
+    n_pos, n_neg = int(obj["n_members"]), int(obj["n_nonmembers"])
+    fps = np.asarray(obj["false_positives"], dtype=np.float64)
+    tps = np.asarray(obj["true_positives"], dtype=np.float64)
+    valid = (
+        n_pos > 0 and n_neg > 0 and fps.ndim == 1 and fps.shape == tps.shape and fps.size >= 2
+        and fps[0] == tps[0] == 0 and fps[-1] == n_neg and tps[-1] == n_pos
+        and (np.diff(fps) >= 0).all() and (np.diff(tps) >= 0).all()
+    )  # fmt: skip
+    if not valid:
+        raise ValueError("not a ROC: counts must rise from (0, 0) to (n_nonmembers, n_members)")
+    return Roc(fpr=fps / n_neg, tpr=tps / n_pos, n_members=n_pos, n_nonmembers=n_neg)
+
+
+def roc_record_path(results_dir: str | Path, row: dict[str, Any]) -> Path:
+    """records/privacy_roc/<same name as the row's record in records/privacy>."""
+    return Path(results_dir) / RECORDS_DIR / ROC_RECORDS / f"{record_slug('privacy', row)}.json"
+
+
+def save_roc_record(results_dir: str | Path, row: dict[str, Any], roc: Roc) -> Path:
+    """Store one model x attack ROC beside its privacy record (atomic, compact JSON)."""
+    keep = ("dataset", "model", "role", "T", "attack", "transfer_set", "shadows", "seed")
+    record = {k: row[k] for k in keep if k in row} | roc_to_json(roc)
+    path = roc_record_path(results_dir, row)
+    atomic_write_text(path, json.dumps(record, separators=(",", ":")) + "\n")
+    return path
+
+
+def read_roc_records(results_dir: str | Path, dataset: str | None = None) -> list[dict[str, Any]]:
+    """Stored ROC records (each with its `roc`), teacher first, then by transfer set and T."""
+    records = []
+    for path in sorted((Path(results_dir) / RECORDS_DIR / ROC_RECORDS).glob("*.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            record["roc"] = roc_from_json(record)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a damaged record drops out of the figure, as in tables.read_records
+        if dataset is None or record.get("dataset") == dataset:
+            records.append(record)
+    rank = {name: i for i, name in enumerate(TRANSFER_SETS)}
+    return sorted(
+        records,
+        key=lambda r: (
+            r.get("role") != "teacher",
+            rank.get(r.get("transfer_set"), len(rank)),
+            r.get("T", 0),
+            r["model"],
+        ),
+    )
+
+
+def roc_figure_path(results_dir: str | Path, dataset: str) -> Path:
+    return Path(results_dir) / f"privacy_roc_{dataset}.png"
+
+
+def plot_privacy_rocs(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """Log-log ROC, one panel per attack in ROC_PANELS, one curve per model (Carlini et al. 2022, Fig. 1).
+
+    FPR and TPR below the axes' floor (0 included) are drawn on the floor, so the curve's
+    left end shows the TPR at the smallest FPR the attack reached.
+    """
+    from matplotlib import colormaps
     from matplotlib.figure import Figure  # no pyplot: no global backend, nothing shown
 
-    attacks = [a for a in ATTACKS if any(a in m.rocs for m in models)]
-    fig = Figure(figsize=(4.2 * len(attacks), 4.2), layout="constrained")
+    attacks = [a for a in ROC_PANELS if any(r["attack"] == a for r in records)]
+    if not attacks:
+        raise DefdistillError(
+            f"no stored {' or '.join(ROC_PANELS)} ROC to plot for {path}: run defdistill privacy first"
+        )
+    students = sorted({float(r["T"]) for r in records if r.get("role") != "teacher"}) or [1.0]
+    logs = np.log(students)
+    span = (logs.max() - logs.min()) or 1.0
+    cmap = colormaps["viridis"]
+    fig = Figure(figsize=(5.2 * len(attacks), 4.6), layout="constrained")
     axes = fig.subplots(1, len(attacks), squeeze=False)[0]
     for ax, attack in zip(axes, attacks, strict=True):
-        floor = 1.0
-        for model in models:
-            roc = model.rocs.get(attack)
-            if roc is None:
-                continue
-            floor = min(floor, 0.5 / roc.n_nonmembers)
-            label = f"{model.name} (AUC {roc_auc(roc):.3f}, TPR@1% {tpr_at_fpr(roc, 0.01):.3f})"
-            ax.plot(np.maximum(roc.fpr, floor), np.maximum(roc.tpr, floor), label=label, lw=1.2)
-        ax.plot([floor, 1], [floor, 1], ls="--", color="grey", lw=0.8, label="chance")
+        for record in (r for r in records if r["attack"] == attack):
+            roc: Roc = record["roc"]
+            if record.get("role") == "teacher":
+                style = {"color": "black", "lw": 1.8}
+            else:
+                shade = 0.85 * (math.log(float(record["T"])) - logs.min()) / span
+                dashed = record.get("transfer_set", "public") != "public"
+                style = {"color": cmap(shade), "lw": 1.2, "ls": "--" if dashed else "-"}
+            label = f"{record['model']} (AUC {roc_auc(roc):.3f}, TPR@1% {tpr_at_fpr(roc, 0.01):.3f})"
+            ax.plot(np.maximum(roc.fpr, ROC_FLOOR), np.maximum(roc.tpr, ROC_FLOOR), label=label, **style)
+        ax.plot([ROC_FLOOR, 1], [ROC_FLOOR, 1], ls=":", color="grey", lw=1.0, label="chance")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlim(floor, 1)
-        ax.set_ylim(floor, 1)
+        ax.set_xlim(ROC_FLOOR, 1)
+        ax.set_ylim(ROC_FLOOR, 1)
         ax.set_xlabel("false positive rate")
         ax.set_ylabel("true positive rate")
-        ax.set_title(attack)
-        ax.legend(fontsize=6, loc="lower right")
-    fig.suptitle(title, fontsize=10)
+        ax.grid(alpha=0.3, which="major")
+        shadows = {r.get("shadows") for r in records if r["attack"] == attack} - {None}
+        title = {"lira": "offline LiRA", "loss": "loss threshold"}.get(attack, attack)
+        if attack == "lira" and len(shadows) == 1:
+            title += f" ({shadows.pop()} shadow pipelines)"
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=6.5, loc="lower right")
+    first = records[0]
+    fig.suptitle(
+        f"Membership inference on {first['dataset']}: {first['roc'].n_members} private members vs "
+        f"{first['roc'].n_nonmembers} test non-members",
+        fontsize=10,
+    )
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120, metadata={"Software": None})  # no version: same bytes
     path = Path(path)
-    atomic_write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=130))
+    atomic_write_bytes(path, buffer.getvalue())
     return path

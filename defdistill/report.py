@@ -34,6 +34,12 @@ DEFAULT_REPORT_EPS = 0.3
 EXTRA_TABLES = ("worst_case", "diagnostics")  # derived tables, embedded when present
 ROLE_STYLE = {"teacher": "--", "student": "-"}
 MARKERS = "osD^vP*X<>"
+PRIVACY_REPORT_COLUMNS = (
+    "model", "role", "T", "attack", "auc", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr", "advantage", "test_acc",
+)  # fmt: skip
+PRIVACY_ATTACK_ORDER = ("lira", "loss", "confidence", "entropy")
+PRIVACY_TRANSFER_ORDER = ("public", "noise")
+PRIVACY_TRANSFER_WORDS = {"public": "the public half", "noise": "uniform noise"}
 
 
 @dataclass
@@ -263,6 +269,143 @@ def variants_table(
     return table.reset_index(drop=True)
 
 
+def _transfer_sets(rows: pd.DataFrame) -> pd.Series:
+    """Each row's transfer set (records without the column: read from the run name)."""
+    named = pd.Series(["noise" if "-noise-" in str(m) else "public" for m in rows["model"]], index=rows.index)
+    if "transfer_set" not in rows.columns:
+        return named
+    return rows["transfer_set"].where(rows["transfer_set"].notna(), named)
+
+
+def _order_privacy(rows: pd.DataFrame) -> pd.DataFrame:
+    """Teacher first, then the students by transfer set (public first) and T; LiRA first in each model."""
+    rank = {name: i for i, name in enumerate(PRIVACY_TRANSFER_ORDER)}
+    attacks = {name: i for i, name in enumerate(PRIVACY_ATTACK_ORDER)}
+    key = pd.DataFrame(
+        {
+            "role": rows["role"].map(ROLE_RANK).fillna(len(ROLE_RANK)),
+            "transfer": _transfer_sets(rows).map(rank).fillna(len(rank)),
+            "T": rows["T"].astype(float),
+            "model": rows["model"],
+            "attack": rows["attack"].map(attacks).fillna(len(attacks)),
+        },
+        index=rows.index,
+    )
+    return rows.loc[key.sort_values(list(key.columns), kind="stable").index]
+
+
+def privacy_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """One dataset's privacy rows with the report's columns, in reading order."""
+    shown = _order_privacy(rows)[list(PRIVACY_REPORT_COLUMNS)].copy()
+    shown["T"] = [format_T(t) for t in shown["T"]]
+    return shown.reset_index(drop=True)
+
+
+def _span(values: pd.Series, fmt: str) -> str:
+    lo, hi = float(values.min()), float(values.max())
+    return format(lo, fmt) if format(lo, fmt) == format(hi, fmt) else f"{lo:{fmt}} to {hi:{fmt}}"
+
+
+def _versus(values: pd.Series, reference: float, fmt: str = ".3f") -> str:
+    """How `values` stand against the teacher's `reference`, e.g. "0.020 to 0.028 below the teacher's"."""
+    diff = values.astype(float) - float(reference)
+    if (diff < 0).all():
+        return f"{_span(-diff, fmt)} below the teacher's"
+    if (diff > 0).all():
+        return f"{_span(diff, fmt)} above the teacher's"
+    if (diff == 0).all():
+        return "equal to the teacher's"
+    return f"between {-diff.min():{fmt}} below and {diff.max():{fmt}} above the teacher's"
+
+
+def privacy_summary(rows: pd.DataFrame) -> str:
+    """Students against the teacher, in words, from one dataset's privacy rows.
+
+    LiRA when recorded (the calibrated attack Carlini et al. 2022 recommend), else the loss
+    attack. The null spread is the Mann-Whitney U's: sd(AUC) = sqrt((m + n + 1) / (12 m n)) for
+    m members and n non-members scored at random.
+    """
+    attack = "lira" if (rows["attack"] == "lira").any() else "loss"
+    chosen = rows[rows["attack"] == attack]
+    teachers = chosen[chosen["role"] == "teacher"]
+    students = chosen[chosen["role"] == "student"]
+    if teachers.empty or students.empty:
+        return f"No teacher and student pair recorded under the {attack} attack to compare."
+    teacher = teachers.iloc[0]
+    name = "LiRA" if attack == "lira" else "the loss attack"
+    text = [
+        f"Under {name} the teacher reaches AUC {teacher['auc']:.3f} and TPR {teacher['tpr_at_1pct_fpr']:.3f} "
+        f"at 1% FPR, with test accuracy {teacher['test_acc']:.3f}."
+    ]
+    transfer = _transfer_sets(students)
+    for transfer_set in [t for t in PRIVACY_TRANSFER_ORDER if (transfer == t).any()] + sorted(
+        set(transfer) - set(PRIVACY_TRANSFER_ORDER)
+    ):
+        group = students[transfer == transfer_set].sort_values("T")
+        cost = (teacher["test_acc"] - group["test_acc"]) * 100.0
+        where = PRIVACY_TRANSFER_WORDS.get(transfer_set, f"the {transfer_set} transfer set")
+        several = len(group) > 1
+        text.append(
+            f"The student{'s' if several else ''} distilled on {where} at T = "
+            f"{', '.join(format_T(t) for t in group['T'])} reach{'' if several else 'es'} "
+            f"AUC {_span(group['auc'], '.3f')}, {_versus(group['auc'], teacher['auc'])}, and TPR "
+            f"{_span(group['tpr_at_1pct_fpr'], '.3f')} at 1% FPR, "
+            f"{_versus(group['tpr_at_1pct_fpr'], teacher['tpr_at_1pct_fpr'])}; "
+            f"{'their' if several else 'its'} test accuracy of {_span(group['test_acc'], '.3f')} costs "
+            f"{_span(cost, '+.1f')} percentage points"
+            f"{' (negative: more accurate than the teacher)' if (cost < 0).any() else ''}."
+        )
+    m, n = int(teacher["n_members"]), int(teacher["n_nonmembers"])
+    null_sd = math.sqrt((m + n + 1) / (12.0 * m * n))
+    chance_tpr = math.floor(0.01 * n + 1e-9) / n
+    largest = float((students["auc"] - teacher["auc"]).abs().max())
+    text.append(
+        f"With {m} members and {n} non-members, random scores give AUC 0.5 ± {null_sd:.3f} (one sd) and "
+        f"TPR {chance_tpr:.3f} at 1% FPR; the largest AUC difference between a student and the teacher, "
+        f"{largest:.3f}, is {largest / null_sd:.1f} such sds."
+    )
+    if "seed" in rows.columns and rows["seed"].nunique() == 1:
+        text.append(
+            f"One run (seed {int(rows['seed'].iloc[0])}): repeat with other seeds before trusting small gaps."
+        )
+    return " ".join(text)
+
+
+def privacy_section(
+    privacy: pd.DataFrame, datasets: list[str], results_dir: Path, plots: list[Path], notes: list[str]
+) -> list[str]:
+    """REPORT.md's privacy section: per dataset the summary, the log-log ROC figure and the table."""
+    from .privacy import plot_privacy_rocs, read_roc_records, roc_figure_path  # imports torch
+
+    lines = [
+        "## Privacy: membership inference (`defdistill privacy`)",
+        "",
+        "A teacher trained on the private half of the training split; students that see only its soft "
+        "labels at T on a public half (labels unused) or on uniform noise, deployed at T=1. Members: the "
+        "teacher's private examples; non-members: test examples. AUC, TPR at 1% and 0.1% FPR (exact ROC, "
+        "no interpolation) and advantage max(TPR - FPR). Full rows: [privacy.md](privacy.md) "
+        "([csv](privacy.csv)).",
+        "",
+    ]
+    for dataset in datasets:
+        rows = privacy[privacy["dataset"] == dataset]
+        lines += [f"### Privacy on {dataset}", "", privacy_summary(rows), ""]
+        curves = read_roc_records(results_dir, dataset)
+        figure = roc_figure_path(results_dir, dataset)
+        if curves:
+            plots.append(plot_privacy_rocs(curves, figure))
+        elif figure.is_file():
+            notes.append(f"{dataset}: no stored ROC curves; linking the existing {figure.name} as it is")
+        else:
+            notes.append(
+                f"{dataset}: no stored ROC curves; run defdistill privacy again to draw {figure.name}"
+            )
+        if figure.is_file():
+            lines += [f"![membership-inference ROC, log-log, {dataset}]({figure.name})", ""]
+        lines.append(to_markdown(privacy_table(rows)))
+    return lines
+
+
 def _extra_table(results_dir: Path, name: str) -> str | None:
     path = results_dir / f"{name}.md"
     if not path.is_file():
@@ -291,9 +434,12 @@ def write_report(
     if not gaps.empty:
         gaps = gaps[[s == run_name("student", t) for s, t in zip(gaps["student"], gaps["T"], strict=True)]]
     found = sorted(set(robustness["dataset"]) | set(gaps["dataset"]))
+    privacy = read_records(results_dir, "privacy")
+    privacy_found = sorted(set(privacy["dataset"]))
     if datasets:
         found = [d for d in found if d in datasets]
-    if not found:
+        privacy_found = [d for d in privacy_found if d in datasets]
+    if not found and not privacy_found:
         raise DefdistillError(
             f"no sweep runs (teacher-T<T>, student-T<T>) in the tables of {results_dir}: "
             "run experiments/temperature_sweep.sh digits first"
@@ -302,16 +448,16 @@ def write_report(
 
     notes: list[str] = []
     plots: list[Path] = []
-    lines = [
-        "# Defensive distillation: report",
-        "",
-        "Made by `defdistill report` from the tables in this folder. Success rate: adversarial examples "
-        "found / test inputs the model classified correctly (Papernot's adversarial sample success rate). "
-        "Students are distilled at T and deployed at T=1; teachers are trained at T. Full rows: "
-        "[robustness.md](robustness.md) ([csv](robustness.csv)), "
-        "[accuracy_gap.md](accuracy_gap.md) ([csv](accuracy_gap.csv)).",
-        "",
-    ]
+    lines = ["# Defensive distillation: report", ""]
+    if found:
+        lines += [
+            "Made by `defdistill report` from the tables in this folder. Success rate: adversarial examples "
+            "found / test inputs the model classified correctly (Papernot's adversarial sample success "
+            "rate). Students are distilled at T and deployed at T=1; teachers are trained at T. Full rows: "
+            "[robustness.md](robustness.md) ([csv](robustness.csv)), "
+            "[accuracy_gap.md](accuracy_gap.md) ([csv](accuracy_gap.csv)).",
+            "",
+        ]
     for dataset in found:
         rows = robustness[robustness["dataset"] == dataset]
         gap = gaps[gaps["dataset"] == dataset] if not gaps.empty else gaps
@@ -376,6 +522,8 @@ def write_report(
                 "",
                 to_markdown(variants),
             ]
+    if privacy_found:
+        lines += privacy_section(privacy, privacy_found, results_dir, plots, notes)
     for name in EXTRA_TABLES:
         text = _extra_table(results_dir, name)
         if text is not None:

@@ -67,7 +67,9 @@ def resolve_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise DefdistillError("--device cuda was asked for but CUDA is not available: use --device auto or cpu")
+        raise DefdistillError(
+            "--device cuda was asked for but CUDA is not available: use --device auto or cpu"
+        )
     if name == "mps" and not torch.backends.mps.is_available():
         raise DefdistillError("--device mps was asked for but MPS is not available: use --device auto or cpu")
     return torch.device(name)

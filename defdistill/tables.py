@@ -83,6 +83,16 @@ def _slug(values: Iterable[Any]) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "-", text)
 
 
+def record_slug(table: str, row: dict[str, Any]) -> str:
+    """The file stem of `row`'s record in records/<table>/ (its key's values)."""
+    return _slug(row[k] for k in TABLES[table][1])
+
+
+def has_record(results_dir: str | Path, table: str, key: dict[str, Any]) -> bool:
+    """Whether `table` has a record for the configuration `key` (the table's key columns)."""
+    return (Path(results_dir) / RECORDS_DIR / table / f"{record_slug(table, key)}.json").is_file()
+
+
 def _ensure_writable(results_dir: Path) -> None:
     ensure_writable_dir(results_dir, "--results-dir")
 
@@ -91,13 +101,15 @@ def record_rows(results_dir: str | Path, table: str, rows: Sequence[dict[str, An
     """Store rows of `table` (one record file per configuration) and rebuild the tables."""
     results_dir = Path(results_dir)
     _ensure_writable(results_dir)
-    columns, key = TABLES[table]
+    columns = TABLES[table][0]
     for row in rows:
         missing = [c for c in columns if c not in row]
         if missing:
             raise ValueError(f"row for {table} lacks {missing}")
-        path = results_dir / RECORDS_DIR / table / f"{_slug(row[k] for k in key)}.json"
-        atomic_write_json(path, {c: row[c] for c in columns} | {k: v for k, v in row.items() if k not in columns})
+        path = results_dir / RECORDS_DIR / table / f"{record_slug(table, row)}.json"
+        atomic_write_json(
+            path, {c: row[c] for c in columns} | {k: v for k, v in row.items() if k not in columns}
+        )
     rebuild_tables(results_dir)
 
 
@@ -209,7 +221,9 @@ def worst_case_frame(robustness: pd.DataFrame) -> pd.DataFrame:
     return frame.drop(columns="role_rank").reset_index(drop=True)
 
 
-def record_accuracy_gap(results_dir: str | Path, student_meta: dict[str, Any], student_name: str) -> dict[str, Any]:
+def record_accuracy_gap(
+    results_dir: str | Path, student_meta: dict[str, Any], student_name: str
+) -> dict[str, Any]:
     """Record the accuracy-gap row of a freshly distilled student."""
     row = {
         "dataset": student_meta["dataset"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -16,6 +17,7 @@ from torch import nn
 
 from .checkpoint import TrainingCheckpoint
 from .data import get_dataset_spec, load_dataset
+from .distributed import World, all_reduce_sum, barrier, current_world, rank_seed, session
 from .errors import DefdistillError
 from .fileio import ensure_writable_dir
 from .models import build_model, get_arch_spec
@@ -173,7 +175,14 @@ def make_recipe(
 
 
 def training_checkpoint(
-    path: Path, role: str, dataset: str, arch: str, T: float, seed: int, recipe: Recipe, resume: bool,
+    path: Path,
+    role: str,
+    dataset: str,
+    arch: str,
+    T: float,
+    seed: int,
+    recipe: Recipe,
+    resume: bool,
     **extra: Any,
 ) -> tuple[TrainingCheckpoint, list[str]]:
     """The run's per-epoch checkpoint, checked before any heavy work when resuming."""
@@ -212,15 +221,75 @@ LossFn = Callable[[torch.Tensor, Any, torch.Tensor], torch.Tensor]
 
 
 def _to_device(targets: torch.Tensor | dict[str, torch.Tensor], device: torch.device) -> Any:
+    # non_blocking: from pinned memory (the DataLoader path on CUDA) the copy overlaps compute
     if isinstance(targets, dict):
-        return {k: v.to(device) for k, v in targets.items()}
-    return targets.to(device)
+        return {k: v.to(device, non_blocking=True) for k, v in targets.items()}
+    return targets.to(device, non_blocking=True)
 
 
 def _take(targets: torch.Tensor | dict[str, torch.Tensor], idx: torch.Tensor) -> Any:
     if isinstance(targets, dict):
         return {k: v[idx] for k, v in targets.items()}
     return targets[idx]
+
+
+AMP_CHOICES = ("auto", "on", "off")
+
+
+def resolve_amp(amp: str | bool | None, device: torch.device) -> str | None:
+    """The mixed-precision dtype training uses on `device` ("float16", "bfloat16") or None.
+
+    `auto` (and None) turns it on for CUDA only: float16 autocast with a gradient scaler, which
+    tensor cores run several times faster than float32. `on` also allows bfloat16 on the CPU
+    (a gain only on CPUs with bf16 instructions). Attacks and evaluation never autocast: a
+    rounded gradient is a weaker attack, and a weaker attack reports robustness that is not there.
+    """
+    if isinstance(amp, bool):
+        amp = "on" if amp else "off"
+    amp = amp or "auto"
+    if amp not in AMP_CHOICES:
+        raise DefdistillError(f"unknown --amp {amp!r}: choose one of {', '.join(AMP_CHOICES)}")
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if device.type == "cuda":
+        return "float16"
+    if device.type == "cpu":
+        return "bfloat16"
+    raise DefdistillError(f"--amp on is supported on CUDA and the CPU, not {device.type}: pass --amp off")
+
+
+class _BatchSampler:
+    """The batches of the current epoch, in order; `fit` refills it before each epoch, so the
+    DataLoader's persistent workers serve the seeded order of the in-memory path."""
+
+    def __init__(self) -> None:
+        self.batches: list[torch.Tensor] = []
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class _IndexedTensors(torch.utils.data.Dataset):
+    """Whole tensors, indexed a batch at a time (the sampler yields index tensors)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | dict[str, torch.Tensor]):
+        self.x, self.y, self.targets = x, y, targets
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        return self.x[idx], self.y[idx], _take(self.targets, idx)
+
+
+def _rank_share(batch: torch.Tensor, rank: int, size: int) -> torch.Tensor:
+    """This rank's equal part of a global batch; the remainder (< size examples) is dropped, so
+    DDP's average of the ranks' mean gradients is the mean gradient of the kept examples."""
+    share = len(batch) // size
+    return batch[rank * share : (rank + 1) * share]
 
 
 def fit(
@@ -235,35 +304,71 @@ def fit(
     progress: ProgressReporter = SILENT,
     description: str = "training",
     checkpoint: TrainingCheckpoint | None = None,
+    amp: str | None = None,
+    num_workers: int = 0,
 ) -> list[float]:
     """Minimise `loss_fn(logits, targets[batch], y[batch])` with the recipe's optimiser and
     learning-rate schedule; return the epoch losses.
 
-    The data stay on the device as whole tensors; batches are index slices of a seeded
-    permutation. Losses are summed on the device and read once an epoch (no per-batch sync).
-    `targets` may be a dict of per-example tensors (teacher logits and features), each sliced
-    alike. A `loss_fn` that is an nn.Module with parameters (FitNets' regressor) is trained too.
+    By default the data go to the device as whole tensors and batches are index slices of a
+    seeded permutation; with `num_workers` > 0, DataLoader workers gather the same batches
+    from host memory (pinned on CUDA) instead, for data that should not sit on the device:
+    the weights are the same either way. Losses are summed on the device and read once an
+    epoch (no per-batch sync). `targets` may be a dict of per-example tensors (teacher logits
+    and features), each sliced alike. A `loss_fn` that is an nn.Module with parameters
+    (FitNets' regressor) is trained too. `amp` is a dtype name from `resolve_amp`.
+
+    Under torchrun (distributed.session) every global batch is split evenly between the
+    ranks and the gradients are averaged by DistributedDataParallel; only rank 0 writes the
+    checkpoint.
 
     With a `checkpoint`, the state after each finite epoch (weights, optimiser, generators) is
     saved there; with `checkpoint.resume`, training continues from the saved epoch and ends with
     the weights an uninterrupted run would have (on the same device). A NaN or Inf epoch loss
     stops training with the last good checkpoint left in place.
     """
+    world = current_world()
+    check_num_workers(num_workers)
     model.to(device).train()
-    x, y, targets = x.to(device), y.to(device), _to_device(targets, device)
+    y_host = y
+    if num_workers == 0:
+        x, y, targets = x.to(device), y.to(device), _to_device(targets, device)
     params = list(model.parameters())
+    trained_loss = isinstance(loss_fn, nn.Module) and any(p.requires_grad for p in loss_fn.parameters())
     if isinstance(loss_fn, nn.Module):
         loss_fn.to(device).train()
         params += list(loss_fn.parameters())
     optimizer = make_optimizer(params, recipe)
     generator = torch.Generator().manual_seed(seed)
     modules = {"model": model, **({"loss": loss_fn} if isinstance(loss_fn, nn.Module) else {})}
-    n = len(x)
+    n = len(y_host)
     epoch_losses: list[float] = []
     first_epoch = 0
     if checkpoint is not None and checkpoint.resume and checkpoint.exists():
         first_epoch, epoch_losses = checkpoint.load(modules, optimizer, generator, device, recipe.epochs)
-    with progress.task(description, recipe.epochs) as advance:
+    step_model, step_loss = model, loss_fn
+    if world.distributed:  # after the resume, so every rank starts from the checkpoint's weights
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [device.index] if device.type == "cuda" else None
+        # A 1-channel conv's gradient comes in another (equally valid) memory layout than the
+        # bucket's: DDP copies it and warns about speed once per process, which says nothing here.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+        step_model = DDP(model, device_ids=ids)
+        if trained_loss:
+            step_loss = DDP(loss_fn, device_ids=ids)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "float16")
+    autocast_dtype = getattr(torch, amp) if amp else None
+    sampler, loader = None, None
+    if num_workers > 0:
+        sampler = _BatchSampler()
+        loader = torch.utils.data.DataLoader(
+            _IndexedTensors(x, y, targets), sampler=sampler, batch_size=None, num_workers=num_workers,
+            pin_memory=device.type == "cuda", persistent_workers=True,
+            generator=torch.Generator().manual_seed(seed),  # not the global RNG, which dropout draws from
+        )  # fmt: skip
+    shown = progress if world.is_main else SILENT
+    with shown.task(description, recipe.epochs) as advance:
         advance(first_epoch)
         for epoch in range(first_epoch, recipe.epochs):
             lr, momentum = schedule(recipe, epoch)
@@ -271,16 +376,40 @@ def fit(
                 group["lr"] = lr
                 if "momentum" in group:
                     group["momentum"] = momentum
-            order = torch.randperm(n, generator=generator).to(device)
+            if world.distributed:
+                torch.manual_seed(rank_seed(seed, epoch, world.rank))
+            order = torch.randperm(n, generator=generator)
+            if loader is None:
+                order = order.to(device)  # one copy, then slices: no per-batch transfer
+            batches = [order[s : s + recipe.batch_size] for s in range(0, n, recipe.batch_size)]
+            if world.distributed:
+                batches = [b for b in (_rank_share(b, world.rank, world.size) for b in batches) if len(b)]
+            if loader is not None:
+                sampler.batches = batches
+                stream = (
+                    (_to_device(xb, device), _to_device(yb, device), _to_device(tb, device))
+                    for xb, yb, tb in loader
+                )
+            else:
+                stream = ((x[idx], y[idx], _take(targets, idx)) for idx in batches)
             total = torch.zeros((), device=device)
-            for start in range(0, n, recipe.batch_size):
-                idx = order[start : start + recipe.batch_size]
-                loss = loss_fn(model(x[idx]), _take(targets, idx), y[idx])
+            count = 0
+            for xb, yb, tb in stream:
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += loss.detach() * len(idx)
-            epoch_loss = total.item() / n
+                if autocast_dtype is None:
+                    loss = step_loss(step_model(xb), tb, yb)
+                    loss.backward()
+                    optimizer.step()
+                else:
+                    with torch.autocast(device.type, dtype=autocast_dtype):
+                        loss = step_loss(step_model(xb), tb, yb)
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)  # skipped, and the scale lowered, when a gradient overflowed
+                    scaler.update()
+                total += loss.detach().float() * len(yb)
+                count += len(yb)
+            summed = all_reduce_sum(torch.stack([total, torch.tensor(float(count), device=device)]))
+            epoch_loss = summed[0].item() / max(summed[1].item(), 1.0)
             if not math.isfinite(epoch_loss):
                 kept = f"; the state after epoch {epoch} is kept in {checkpoint.directory}" if epoch else ""
                 raise DefdistillError(
@@ -289,7 +418,9 @@ def fit(
                 )
             epoch_losses.append(epoch_loss)
             if checkpoint is not None:
-                checkpoint.save(epoch + 1, epoch_losses, modules, optimizer, generator, device)
+                if world.is_main:
+                    checkpoint.save(epoch + 1, epoch_losses, modules, optimizer, generator, device)
+                barrier()
             advance(1)
     model.eval()
     return epoch_losses
@@ -313,6 +444,8 @@ def warm_start(
     seed: int,
     progress: ProgressReporter = SILENT,
     description: str = "warm start at T=1",
+    amp: str | None = None,
+    num_workers: int = 0,
 ) -> list[float]:
     """Train `recipe.warmup_epochs_at_T1` ordinary epochs (cross-entropy at T=1, hard labels of
     the training split) before training at T; nothing when the recipe has none.
@@ -329,7 +462,10 @@ def warm_start(
     warm = replace(
         recipe, epochs=recipe.warmup_epochs_at_T1, warmup_epochs_at_T1=0, lr_decay=1.0, momentum_decay=1.0
     )
-    return fit(model, x, y, y, temperature_cross_entropy(1.0), warm, device, seed, progress, description)
+    return fit(
+        model, x, y, y, temperature_cross_entropy(1.0), warm, device, seed, progress, description,
+        amp=amp, num_workers=num_workers,
+    )  # fmt: skip
 
 
 def base_meta(dataset: str, arch: str, role: str, T: float, seed: int, recipe: Recipe) -> dict[str, Any]:
@@ -364,12 +500,15 @@ def train_teacher(
     progress: ProgressReporter = SILENT,
     resume: bool = False,
     recipe: str | None = None,
+    amp: str | bool | None = "auto",
+    num_workers: int = 0,
 ) -> RunResult:
     """Train a teacher with cross-entropy on softmax(z/T); save it as `teacher-T<T>`.
 
     Every epoch leaves a checkpoint in the run folder; `resume` continues from it. `recipe`
     names a preset of RECIPES (default: the dataset's); a preset with a warm start trains its
-    ordinary epochs at T=1 first.
+    ordinary epochs at T=1 first. `amp` (auto, on, off) and `num_workers` are described at
+    `resolve_amp` and `fit`; under torchrun the processes train one model together.
     """
     spec = get_dataset_spec(dataset)
     T = check_temperature(T)
@@ -377,28 +516,54 @@ def train_teacher(
     get_arch_spec(arch)
     settings = make_recipe(dataset, epochs, batch_size, lr, recipe)
     check_seed(seed)
+    check_num_workers(num_workers)
     torch_device = resolve_device(device)
+    amp_dtype = resolve_amp(amp, torch_device)
     name = run_name("teacher", T)
     path = run_dir(runs_dir, dataset, name)
-    checkpoint, notes = training_checkpoint(path, "teacher", dataset, arch, T, seed, settings, resume)
     x_train, y_train = load_dataset(dataset, "train", data_dir)
     x_test, y_test = load_dataset(dataset, "test", data_dir)
     ensure_writable_dir(path, "--runs-dir")  # before training, not after it
 
-    started = time.perf_counter()
-    seed_everything(seed)
-    model = build_model(arch, spec.shape, spec.num_classes, spec.mean, spec.std)
-    if not (resume and checkpoint.exists()):  # a checkpoint already holds weights past the warm start
-        warm_start(
-            model, dataset, data_dir, settings, torch_device, seed, progress, f"{dataset} {name} warm start"
+    with session(torch_device) as (world, torch_device):
+        checkpoint, notes = training_checkpoint(
+            path, "teacher", dataset, arch, T, seed, settings, resume, **execution_settings(amp_dtype, world)
         )
-    losses = fit(
-        model, x_train, y_train, y_train, temperature_cross_entropy(T), settings, torch_device, seed,
-        progress, f"{dataset} {name}", checkpoint,
-    )
-    test_acc = accuracy(model, x_test, y_test, torch_device)
-    meta = finish_meta(base_meta(dataset, arch, "teacher", T, seed, settings), started, losses, test_acc)
-    meta["teacher"] = None
-    meta = save_run(path, model.cpu(), meta)
-    checkpoint.clear()
+        started = time.perf_counter()
+        seed_everything(seed)
+        model = build_model(arch, spec.shape, spec.num_classes, spec.mean, spec.std)
+        if not (resume and checkpoint.exists()):  # a checkpoint already holds weights past the warm start
+            warm_start(
+                model, dataset, data_dir, settings, torch_device, seed, progress,
+                f"{dataset} {name} warm start", amp_dtype, num_workers,
+            )  # fmt: skip
+        losses = fit(
+            model, x_train, y_train, y_train, temperature_cross_entropy(T), settings, torch_device, seed,
+            progress, f"{dataset} {name}", checkpoint, amp_dtype, num_workers,
+        )  # fmt: skip
+        test_acc = accuracy(model, x_test, y_test, torch_device)
+        meta = finish_meta(base_meta(dataset, arch, "teacher", T, seed, settings), started, losses, test_acc)
+        meta.update(teacher=None, **execution_meta(amp_dtype, world, torch_device, num_workers))
+        if world.is_main:
+            meta = save_run(path, model.cpu(), meta)
+            checkpoint.clear()
+        barrier()
     return RunResult(path, meta, notes)
+
+
+def check_num_workers(num_workers: int) -> int:
+    """Validate --num-workers."""
+    if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 0:
+        raise DefdistillError(f"--num-workers must be an integer >= 0, got {num_workers}")
+    return num_workers
+
+
+def execution_settings(amp: str | None, world: World) -> dict[str, Any]:
+    """What a resumed run must share besides the recipe: precision and process count change the
+    trajectory (the data-loading workers do not)."""
+    return {"amp": amp, "world_size": world.size}
+
+
+def execution_meta(amp: str | None, world: World, device: torch.device, num_workers: int) -> dict[str, Any]:
+    """Where and how a run was trained, for its sidecar."""
+    return {"amp": amp, "world_size": world.size, "device": device.type, "num_workers": num_workers}

@@ -3,9 +3,10 @@
 # distilled at T = 1, 10, 100 on the public half and on uniform noise, each attacked with the
 # loss, confidence and entropy thresholds and offline LiRA, for three seeds (the AUC of one
 # digits run has a null spread of about 0.02, so one seed cannot separate close figures).
-# Usage: experiments/privacy_sweep.sh DATASET [SHADOWS]
-# Seed 0 writes runs/ and results/ (privacy.{csv,md}, privacy_roc_<dataset>[_noise].png);
-# seeds 1 and 2 write runs/privacy-seed<S>/ and results/privacy-seeds/seed<S>/.
+# Usage: [RUNS_DIR=runs] [RESULTS_DIR=results] experiments/privacy_sweep.sh DATASET [SHADOWS]
+# Seed 0 writes runs/ and results/ (privacy.{csv,md}, privacy_roc_<dataset>.png and the ROC
+# curves under records/privacy_roc/, which `defdistill report` redraws); seeds 1 and 2 write
+# runs/privacy-seed<S>/ and results/privacy-seeds/seed<S>/.
 set -euo pipefail
 
 if [[ $# -lt 1 ]]; then
@@ -16,15 +17,19 @@ dataset="$1"
 shadows="${2:-4}"
 defdistill="${DEFDISTILL:-defdistill}"
 
+runs_root="${RUNS_DIR:-runs}"
+results_root="${RESULTS_DIR:-results}"
+
 for seed in 0 1 2; do
-    runs="runs"
-    results="results"
+    runs="$runs_root"
+    results="$results_root"
     if [[ "$seed" != 0 ]]; then
-        runs="runs/privacy-seed${seed}"
-        results="results/privacy-seeds/seed${seed}"
+        runs="$runs_root/privacy-seed${seed}"
+        results="$results_root/privacy-seeds/seed${seed}"
     fi
     for transfer in public noise; do
         "$defdistill" privacy --dataset "$dataset" --T 1,10,100 --shadow "$shadows" \
             --transfer-set "$transfer" --seed "$seed" --runs-dir "$runs" --results-dir "$results" --quiet
     done
 done
+"$defdistill" report --results-dir "$results_root"

@@ -27,8 +27,18 @@ def assert_one_line_error(result, *fragments: str) -> None:
 
 
 def test_train_teacher_command_writes_a_run_and_prints_a_summary(tmp_path):
-    result = invoke("train-teacher", "--T", "1", "--epochs", "2", "--runs-dir", tmp_path / "runs",
-                    "--device", "cpu", "--quiet")
+    result = invoke(
+        "train-teacher",
+        "--T",
+        "1",
+        "--epochs",
+        "2",
+        "--runs-dir",
+        tmp_path / "runs",
+        "--device",
+        "cpu",
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     assert "teacher-T1: test accuracy" in result.output
     assert (tmp_path / "runs" / "digits" / "teacher-T1" / "model.safetensors").is_file()
@@ -36,8 +46,20 @@ def test_train_teacher_command_writes_a_run_and_prints_a_summary(tmp_path):
 
 def test_distill_command_says_when_it_falls_back_to_a_T1_teacher(runs_copy, tmp_path):
     shutil.rmtree(runs_copy / "digits" / "teacher-T100")
-    result = invoke("distill", "--T", "100", "--epochs", "2", "--runs-dir", runs_copy,
-                    "--results-dir", tmp_path / "results", "--device", "cpu", "--quiet")
+    result = invoke(
+        "distill",
+        "--T",
+        "100",
+        "--epochs",
+        "2",
+        "--runs-dir",
+        runs_copy,
+        "--results-dir",
+        tmp_path / "results",
+        "--device",
+        "cpu",
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     assert "Hinton-style" in result.output
     assert "student-T100 (soft" in result.output and "test accuracy" in result.output
@@ -45,8 +67,23 @@ def test_distill_command_says_when_it_falls_back_to_a_T1_teacher(runs_copy, tmp_
 
 def test_attack_and_tables_commands_write_and_rebuild_the_tables(trained_runs, tmp_path):
     results = tmp_path / "results"
-    result = invoke("attack", "--model", "student", "--attacks", "fgsm", "--eps", "0.1,0.3", "--n", "30",
-                    "--runs-dir", trained_runs.runs_dir, "--results-dir", results, "--device", "cpu")
+    result = invoke(
+        "attack",
+        "--model",
+        "student",
+        "--attacks",
+        "fgsm",
+        "--eps",
+        "0.1,0.3",
+        "--n",
+        "30",
+        "--runs-dir",
+        trained_runs.runs_dir,
+        "--results-dir",
+        results,
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 0, result.output
     assert "student-T100: 2 rows" in result.output
     (results / "robustness.csv").unlink()
@@ -56,8 +93,20 @@ def test_attack_and_tables_commands_write_and_rebuild_the_tables(trained_runs, t
 
 
 def test_demo_command_runs_the_whole_pipeline(tmp_path):
-    result = invoke("demo", "--epochs", "2", "--n", "20", "--runs-dir", tmp_path / "runs",
-                    "--results-dir", tmp_path / "results", "--device", "cpu", "--quiet")
+    result = invoke(
+        "demo",
+        "--epochs",
+        "2",
+        "--n",
+        "20",
+        "--runs-dir",
+        tmp_path / "runs",
+        "--results-dir",
+        tmp_path / "results",
+        "--device",
+        "cpu",
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     assert "demo on digits: 3 models" in result.output
     table = pd.read_csv(tmp_path / "results" / "robustness.csv")
@@ -105,6 +154,15 @@ def test_corrupt_checkpoint_is_one_clear_line_and_is_left_untouched(runs_copy, t
 def test_checkpoint_for_another_dataset_is_refused(runs_copy, tmp_path):
     target = runs_copy / "mnist" / "teacher-T1"
     shutil.copytree(runs_copy / "digits" / "teacher-T1", target)
-    result = invoke("attack", "--dataset", "mnist", "--model", str(target), "--runs-dir", runs_copy,
-                    "--data-dir", tmp_path / "data")
+    result = invoke(
+        "attack",
+        "--dataset",
+        "mnist",
+        "--model",
+        str(target),
+        "--runs-dir",
+        runs_copy,
+        "--data-dir",
+        tmp_path / "data",
+    )
     assert_one_line_error(result, "trained on 'digits'", "--dataset digits")

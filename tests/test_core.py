@@ -13,10 +13,10 @@ import defdistill
 from defdistill.attacks import attack_metrics, attack_model
 from defdistill.data import load_dataset
 from defdistill.distill import choose_teacher, distill, distillation_loss
+from defdistill.errors import DefdistillError
 from defdistill.runs import format_T, load_run, resolve_model
 from defdistill.tables import ACCURACY_GAP_COLUMNS, ROBUSTNESS_COLUMNS, rebuild_tables
 from defdistill.training import train_teacher
-from defdistill.errors import DefdistillError
 
 
 def test_digits_split_is_deterministic_stratified_and_in_unit_range():
@@ -46,8 +46,19 @@ def test_short_teacher_run_beats_chance_by_far(tmp_path):
 
 def test_run_meta_records_what_reproducing_the_run_needs(trained_runs):
     meta = json.loads((trained_runs.student_t100 / "meta.json").read_text())
-    for key in ("dataset", "arch", "role", "T", "teacher", "seed", "epochs", "clean_acc", "versions",
-                "wall_seconds", "command"):
+    for key in (
+        "dataset",
+        "arch",
+        "role",
+        "T",
+        "teacher",
+        "seed",
+        "epochs",
+        "clean_acc",
+        "versions",
+        "wall_seconds",
+        "command",
+    ):
         assert key in meta, key
     assert meta["teacher"] == "teacher-T100" and meta["role"] == "student" and meta["T"] == 100
     assert {"torch", "foolbox", "defdistill"} <= set(meta["versions"])
@@ -129,8 +140,12 @@ def test_attack_metrics_follow_the_contract_definitions():
 def test_each_attack_on_a_trained_model_writes_sane_contract_rows(trained_runs, tmp_path):
     results = tmp_path / "results"
     report = attack_model(
-        model="teacher-T1", runs_dir=trained_runs.runs_dir, results_dir=results, n=80,
-        eps=(0.1, 0.3), device="cpu",
+        model="teacher-T1",
+        runs_dir=trained_runs.runs_dir,
+        results_dir=results,
+        n=80,
+        eps=(0.1, 0.3),
+        device="cpu",
     )
     table = pd.read_csv(results / "robustness.csv")
     assert list(table.columns[: len(ROBUSTNESS_COLUMNS)]) == list(ROBUSTNESS_COLUMNS)
@@ -160,8 +175,13 @@ def test_distilled_student_resists_fgsm_but_not_carlini_wagner(trained_runs, tmp
 
 def test_rerunning_a_configuration_replaces_its_rows(trained_runs, tmp_path):
     results = tmp_path / "results"
-    kwargs = dict(model="teacher-T1", attacks=("fgsm",), runs_dir=trained_runs.runs_dir,
-                  results_dir=results, device="cpu")
+    kwargs = dict(
+        model="teacher-T1",
+        attacks=("fgsm",),
+        runs_dir=trained_runs.runs_dir,
+        results_dir=results,
+        device="cpu",
+    )
     attack_model(n=40, eps=(0.1, 0.2), **kwargs)
     attack_model(n=60, eps=(0.2,), **kwargs)
     table = pd.read_csv(results / "robustness.csv")

@@ -22,6 +22,8 @@ from defdistill.privacy import (
     loss_scores,
     make_split,
     membership_metrics,
+    metrics_from_roc,
+    read_roc_records,
     roc_auc,
     roc_curve,
     student_run_name,
@@ -192,6 +194,12 @@ def test_privacy_command_writes_the_table_the_runs_and_the_membership_lists(tmp_
     )
     assert (results / "privacy.md").is_file()
     assert (results / "privacy_roc_digits.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    stored = {(r["model"], r["attack"]): r["roc"] for r in read_roc_records(results, "digits")}
+    assert len(stored) == len(table)  # every row's ROC is kept, so the figure can be redrawn
+    for row in table.itertuples():
+        metrics = metrics_from_roc(stored[row.model, row.attack])
+        assert metrics["auc"] == pytest.approx(row.auc, rel=1e-5)
+        assert metrics["tpr_at_1pct_fpr"] == pytest.approx(row.tpr_at_1pct_fpr, rel=1e-5)
 
     student_dir = runs / "digits" / "privacy-student-T10"
     membership = json.loads((student_dir / MEMBERSHIP_FILE).read_text())
@@ -216,3 +224,24 @@ def test_privacy_command_rejects_bad_options_before_training(tmp_path):
         assert result.exit_code == 2, (bad, result.output)
         assert "Traceback" not in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_stored_roc_round_trips_exactly_and_damaged_records_are_skipped(tmp_path):
+    from defdistill.privacy import roc_from_json, roc_record_path, save_roc_record
+
+    rng = np.random.default_rng(3)
+    roc = roc_curve(rng.integers(0, 30, 360).astype(float), rng.integers(0, 25, 360).astype(float))  # ties
+    row = {"dataset": "digits", "model": "privacy-student-T10", "role": "student", "T": 10.0,
+           "attack": "lira", "transfer_set": "public", "shadows": 4, "seed": 0}  # fmt: skip
+    path = save_roc_record(tmp_path, row, roc)
+    assert path == roc_record_path(tmp_path, row) and path.parent.name == "privacy_roc"
+    (path.parent / "digits__broken__lira.json").write_text('{"n_members": 3')
+    (loaded,) = read_roc_records(tmp_path, "digits")
+    np.testing.assert_array_equal(loaded["roc"].fpr, roc.fpr)
+    np.testing.assert_array_equal(loaded["roc"].tpr, roc.tpr)
+    assert metrics_from_roc(loaded["roc"]) == metrics_from_roc(roc)
+    assert {k: loaded[k] for k in row} == row
+    assert read_roc_records(tmp_path, "mnist") == []
+    with pytest.raises(ValueError, match="not a ROC"):
+        roc_from_json({"n_members": 2, "n_nonmembers": 2, "false_positives": [0, 2, 1, 2],
+                       "true_positives": [0, 1, 2, 2]})  # fmt: skip

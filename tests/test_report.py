@@ -95,3 +95,100 @@ def test_report_command_prints_one_summary_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["report", "--results-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert f"report: 3 plots -> {tmp_path / 'REPORT.md'}" in " ".join(result.output.split())
+
+
+# --- the privacy section --------------------------------------------------------------------
+
+PRIVACY_MODELS = (  # name, role, T, transfer set, member-score shift, test accuracy
+    ("privacy-teacher", "teacher", 1.0, "public", 1.0, 0.98),
+    ("privacy-student-T1", "student", 1.0, "public", 0.3, 0.97),
+    ("privacy-student-T10", "student", 10.0, "public", 0.2, 0.96),
+    ("privacy-student-T100", "student", 100.0, "public", 0.1, 0.95),
+    ("privacy-student-noise-T100", "student", 100.0, "noise", 0.0, 0.90),
+)
+
+
+def fill_privacy(results: Path, n: int = 200) -> dict[tuple[str, str], object]:
+    """Privacy records and stored ROCs as `defdistill privacy` leaves them, from seeded fake scores."""
+    import numpy as np
+
+    from defdistill.privacy import metrics_from_roc, roc_curve, save_roc_record
+
+    rng = np.random.default_rng(0)
+    rows, rocs = [], {}
+    for name, role, T, transfer, shift, acc in PRIVACY_MODELS:
+        for attack in ("loss", "confidence", "entropy", "lira"):
+            roc = roc_curve(rng.normal(shift, 1, n), rng.normal(0, 1, n))
+            rows.append({"dataset": "digits", "model": name, "role": role, "T": T, "attack": attack,
+                         **metrics_from_roc(roc), "test_acc": acc, "transfer_set": transfer, "shadows": 4,
+                         "seed": 0, "epochs": 1})  # fmt: skip
+            rocs[name, attack] = roc
+    record_rows(results, "privacy", rows)
+    for row in rows:
+        save_roc_record(results, row, rocs[row["model"], row["attack"]])
+    return rocs
+
+
+def test_report_adds_a_privacy_section_with_the_roc_figure_table_and_computed_summary(tmp_path: Path) -> None:
+    import math
+
+    import matplotlib.image
+
+    from defdistill.privacy import roc_auc, tpr_at_fpr
+
+    fill_results(tmp_path)
+    rocs = fill_privacy(tmp_path)
+    figure = tmp_path / "privacy_roc_digits.png"
+    assert not figure.exists()  # drawn by the report from the stored curves alone, no run folders
+    result = write_report(tmp_path)
+    assert figure in result.plots and figure.read_bytes()[:8] == PNG_SIGNATURE
+    height, width, _ = matplotlib.image.imread(figure).shape
+    assert width > 1.5 * height  # two panels side by side: LiRA and loss
+    report = result.report.read_text(encoding="utf-8")
+    section = report.split("\n## Privacy")[1].split("\n## ")[0]
+    assert "](privacy_roc_digits.png)" in section
+    header = (
+        "| model | role | T | attack | auc | tpr_at_1pct_fpr | tpr_at_0_1pct_fpr | advantage | test_acc |"
+    )
+    assert header in section
+    table = [line for line in section.splitlines() if line.startswith("| privacy-")]
+    assert len(table) == 5 * 4
+    assert table[0].startswith("| privacy-teacher | teacher | 1 | lira |")  # teacher first, LiRA first
+    assert table[-4].startswith("| privacy-student-noise-T100 | student | 100 | lira |")  # noise last
+
+    teacher = rocs["privacy-teacher", "lira"]
+    students = [rocs[name, "lira"] for name, *_ in PRIVACY_MODELS[1:4]]
+    aucs = [roc_auc(r) for r in students]
+    gaps = [roc_auc(teacher) - a for a in aucs]
+    assert all(g > 0 for g in gaps)  # the fake teacher leaks more, by construction
+    summary = " ".join(section.split())
+    assert (
+        f"Under LiRA the teacher reaches AUC {roc_auc(teacher):.3f} and TPR {tpr_at_fpr(teacher, 0.01):.3f}"
+        in summary
+    )
+    assert (
+        f"AUC {min(aucs):.3f} to {max(aucs):.3f}, {min(gaps):.3f} to {max(gaps):.3f} below the teacher's"
+        in summary
+    )
+    assert "test accuracy of 0.950 to 0.970 costs +1.0 to +3.0 percentage points" in summary
+    assert "distilled on uniform noise at T = 100 reaches" in summary
+    assert "costs +8.0 percentage points" in summary
+    assert f"AUC 0.5 ± {math.sqrt(401 / (12 * 200 * 200)):.3f} (one sd)" in summary
+    assert "TPR 0.010 at 1% FPR" in summary  # 2 false positives of 200
+
+
+def test_report_has_no_privacy_section_without_privacy_records(tmp_path: Path) -> None:
+    fill_results(tmp_path)
+    result = write_report(tmp_path)
+    assert "Privacy" not in result.report.read_text(encoding="utf-8")
+    assert not list(tmp_path.glob("privacy_roc_*.png"))
+
+
+def test_report_of_privacy_records_alone_has_only_the_privacy_section(tmp_path: Path) -> None:
+    fill_privacy(tmp_path)
+    result = write_report(tmp_path)
+    report = result.report.read_text(encoding="utf-8")
+    assert [line for line in report.splitlines() if line.startswith("## ")] == [
+        "## Privacy: membership inference (`defdistill privacy`)"
+    ]
+    assert [p.name for p in result.plots] == ["privacy_roc_digits.png"]

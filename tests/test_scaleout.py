@@ -1,0 +1,341 @@
+"""Scale-out: mixed precision, DataLoader workers, torchrun (DDP) and sweeps on every executor."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FIXTURE_EPOCHS, TrainedRuns
+from torch import nn
+from typer.testing import CliRunner
+
+from defdistill.cli import app
+from defdistill.errors import DefdistillError
+from defdistill.training import Recipe, fit, resolve_amp, temperature_cross_entropy, train_teacher
+
+runner = CliRunner()
+CPU = torch.device("cpu")
+
+
+def _digits_train():
+    from defdistill.data import load_dataset
+
+    return load_dataset("digits", "train")
+
+
+def _mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
+# --- precision and data loading --------------------------------------------------------------
+
+
+def test_amp_auto_is_on_for_cuda_only_and_on_asks_bfloat16_on_the_cpu():
+    assert resolve_amp("auto", CPU) is None
+    assert resolve_amp("auto", torch.device("cuda")) == "float16"
+    assert resolve_amp("on", CPU) == "bfloat16"
+    assert resolve_amp("off", torch.device("cuda")) is None
+    with pytest.raises(DefdistillError, match="unknown --amp 'maybe'"):
+        resolve_amp("maybe", CPU)
+
+
+def test_dataloader_workers_give_the_weights_of_in_memory_batches():
+    x, y = _digits_train()
+    recipe = Recipe(epochs=2, batch_size=64)
+    weights = []
+    for workers in (0, 2):
+        model = _mlp()
+        fit(model, x, y, y, temperature_cross_entropy(1.0), recipe, CPU, seed=3, num_workers=workers)
+        weights.append(model.state_dict())
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[1][key]), key
+
+
+def test_bfloat16_training_on_the_cpu_learns_and_keeps_float32_weights(tmp_path: Path):
+    result = train_teacher(T=1, epochs=4, runs_dir=tmp_path, device="cpu", amp="on")
+    assert result.meta["amp"] == "bfloat16" and result.meta["world_size"] == 1
+    assert result.meta["clean_acc"] > 0.85
+    from defdistill.runs import load_run
+
+    model, _ = load_run(result.path)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_attacks_keep_full_precision_inside_a_callers_autocast(trained_runs: TrainedRuns):
+    from defdistill.attacks import run_attack
+    from defdistill.data import load_dataset
+    from defdistill.runs import load_run
+
+    model, _ = load_run(trained_runs.teacher_t1)
+    x, y = load_dataset("digits", "test")
+    x, y = x[:64], y[:64]
+    plain = run_attack(model, x, y, "pgd", [0.1])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = run_attack(model, x, y, "pgd", [0.1])
+    assert inside[0]["success_rate"] == plain[0]["success_rate"]
+    assert inside[0]["median_dist"] == plain[0]["median_dist"]
+
+
+# --- torchrun / DistributedDataParallel ------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(
+        WORLD_SIZE=str(world),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    from defdistill.distributed import session
+
+    x, y = _digits_train()
+    x, y = x[:512], y[:512]  # 512 = 8 global batches of 64, each split evenly: no remainder dropped
+    with session(CPU) as (w, device):
+        model = _mlp()
+        fit(model, x, y, y, temperature_cross_entropy(1.0), Recipe(epochs=2, batch_size=64), device, seed=5)
+        torch.save({k: v.clone() for k, v in model.state_dict().items()}, f"{out}/rank{w.rank}.pt")
+
+
+def test_two_process_ddp_matches_one_process_on_the_same_global_batches(tmp_path: Path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    x, y = _digits_train()
+    single = _mlp()
+    fit(
+        single,
+        x[:512],
+        y[:512],
+        y[:512],
+        temperature_cross_entropy(1.0),
+        Recipe(epochs=2, batch_size=64),
+        CPU,
+        5,
+    )
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    for key, value in single.state_dict().items():
+        assert torch.equal(ranks[0][key], ranks[1][key]), f"ranks disagree on {key}"
+        # the mean of two half-batch gradients is the full-batch gradient, up to float rounding
+        assert torch.allclose(ranks[0][key], value, atol=1e-4), key
+
+
+def test_torchrun_trains_one_teacher_with_two_processes(tmp_path: Path):
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "defdistill", "train-teacher", "--epochs", "3", "--runs-dir", str(tmp_path), "--quiet",
+    ]  # fmt: skip
+    env = {**os.environ, "DEFDISTILL_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("teacher-T1: test accuracy") == 1  # rank 0 alone prints
+    meta = json.loads((tmp_path / "digits" / "teacher-T1" / "meta.json").read_text())
+    assert meta["world_size"] == 2 and meta["clean_acc"] > 0.85
+    assert not list((tmp_path / "digits" / "teacher-T1").glob("checkpoint*"))
+
+
+# --- sweeps -------------------------------------------------------------------------------------
+
+
+def _write_spec(path: Path, runs: Path, results: Path, **extra) -> Path:
+    import yaml
+
+    spec = {
+        "name": "tiny",
+        "dataset": "digits",
+        "temperatures": [1, 100],
+        "epochs": FIXTURE_EPOCHS,
+        "attacks": ["fgsm"],
+        "eps": [0.3],
+        "n": 60,
+        "device": "cpu",
+        "runs_dir": str(runs),
+        "results_dir": str(results),
+        "report": False,
+        **extra,
+    }
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.fixture(scope="module")
+def local_sweep(trained_runs: TrainedRuns, tmp_path_factory: pytest.TempPathFactory):
+    """A two-configuration sweep run by the local executor with two processes: it reuses the
+    session's teacher-T1, teacher-T100 and student-T100 and trains only student-T1."""
+    from defdistill.sweep import run_sweep
+
+    root = tmp_path_factory.mktemp("sweep")
+    shutil.copytree(trained_runs.runs_dir, root / "runs")
+    spec = _write_spec(root / "tiny.yaml", root / "runs", root / "results")
+    return root, spec, run_sweep(spec, executor="local", max_parallel=2)
+
+
+def test_local_sweep_trains_what_is_missing_and_records_every_model(local_sweep):
+    root, _, result = local_sweep
+    assert not result.failed, [o.error for o in result.failed]
+    by_config = {o.config: o for o in result.outcomes}
+    assert by_config["digits-T1"].done == ["train student-T1", "fgsm on teacher-T1", "fgsm on student-T1"]
+    assert "train teacher-T100" in by_config["digits-T100"].skipped
+    records = {p.name for p in (root / "results" / "records" / "robustness").iterdir()}
+    assert records == {
+        f"digits__{m}__fgsm__linf__0.3.json"
+        for m in ("student-T1", "student-T100", "teacher-T1", "teacher-T100")
+    }
+    table = (root / "results" / "robustness.csv").read_text()
+    assert table.count("fgsm") == 4
+    log = json.loads((root / "results" / "sweeps" / "tiny" / "last.json").read_text())
+    assert [o["config"] for o in log["outcomes"]] == ["digits-T1", "digits-T100"]
+
+
+def test_rerunning_a_sweep_skips_finished_configurations(local_sweep):
+    from defdistill.sweep import run_sweep
+
+    root, spec, _ = local_sweep
+    before = (root / "results" / "robustness.csv").read_text()
+    again = run_sweep(spec, executor="local", max_parallel=2)
+    assert again.already_done == ["digits-T1", "digits-T100"] and again.outcomes == []
+    assert (root / "results" / "robustness.csv").read_text() == before
+
+
+def test_sweep_refuses_runs_trained_with_other_settings(local_sweep):
+    root, _, _ = local_sweep
+    spec = _write_spec(root / "other.yaml", root / "runs", root / "results-other", epochs=3)
+    done = runner.invoke(app, ["sweep", str(spec), "--quiet"])
+    assert done.exit_code == 2  # found before anything runs
+    assert "trained with epochs=15, the sweep asks for epochs=3" in done.output
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name: x\ntemperatures: [1, -5]\n", "temperatures must be a number or a list of numbers > 0"),
+        ("name: x\nattacks: [fgsm, jsma]\n", "unknown attacks jsma"),
+        ("name: x\ntemperature: [1]\n", "unknown key temperature"),
+        ("name: x\nslurm: {partition: gpu, gpus: 2}\n", "unknown slurm key gpus"),
+        ("name: x\neps: [0.1, 2]\n", "eps must be a number or a list of numbers in (0, 1]"),
+        ("name: [x\n", "is not valid YAML at line"),
+        ("- 1\n- 2\n", "a sweep spec is a YAML mapping"),
+    ],
+)
+def test_bad_sweep_specs_are_one_line_errors(tmp_path: Path, text: str, message: str):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(text)
+    done = runner.invoke(app, ["sweep", str(spec)])
+    assert done.exit_code == 2
+    assert message in done.output and "Traceback" not in done.output
+    assert len(done.output.strip().splitlines()) == 1
+
+
+def test_a_missing_spec_and_an_unknown_executor_are_one_line_errors(tmp_path: Path):
+    assert "no sweep spec at" in runner.invoke(app, ["sweep", str(tmp_path / "none.yaml")]).output
+    spec = _write_spec(tmp_path / "s.yaml", tmp_path / "runs", tmp_path / "results")
+    done = runner.invoke(app, ["sweep", str(spec), "--executor", "kubernetes"])
+    assert done.exit_code == 2 and "unknown executor 'kubernetes'" in done.output
+
+
+@pytest.mark.parametrize("executor", ["submitit-debug", "submitit-local"])
+def test_submitit_executors_run_the_same_spec(local_sweep, tmp_path: Path, executor: str):
+    from defdistill.sweep import run_sweep
+
+    root, _, _ = local_sweep
+    shutil.copytree(root / "runs", tmp_path / "runs")
+    spec = _write_spec(tmp_path / "tiny.yaml", tmp_path / "runs", tmp_path / "results")
+    result = run_sweep(spec, executor=executor)
+    assert not result.failed, [o.error for o in result.failed]
+    assert [o.done for o in result.outcomes] == [
+        ["fgsm on teacher-T1", "fgsm on student-T1"],
+        ["fgsm on teacher-T100", "fgsm on student-T100"],
+    ]
+    ours = (root / "results" / "robustness.csv").read_text().splitlines()
+    theirs = (tmp_path / "results" / "robustness.csv").read_text().splitlines()
+    strip = lambda lines: [line.rsplit(",", 1)[0] for line in lines]  # noqa: E731 (all but the seconds)
+    assert strip(theirs) == strip(ours)
+
+
+def _fake_slurm(bin_dir: Path, captured: Path) -> None:
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(
+        f'#!/usr/bin/env bash\ncp "$1" "{captured}"\necho "Submitted batch job 4242"\n'
+    )
+    (bin_dir / "srun").write_text("#!/usr/bin/env bash\nexit 0\n")
+    for tool in ("sbatch", "srun"):
+        (bin_dir / tool).chmod(0o755)
+
+
+def test_slurm_executor_submits_an_array_job_that_a_node_runs(local_sweep, tmp_path: Path, monkeypatch):
+    root, _, _ = local_sweep
+    shutil.copytree(root / "runs", tmp_path / "runs")
+    spec = _write_spec(
+        tmp_path / "tiny.yaml", tmp_path / "runs", tmp_path / "results", max_parallel=2,
+        slurm={"partition": "gpu", "timeout_min": 30, "gpus_per_node": 1, "setup": ["module load cuda"],
+               "additional": {"mail-type": "END"}},
+    )  # fmt: skip
+    captured = tmp_path / "submitted.sh"
+    _fake_slurm(tmp_path / "bin", captured)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    done = runner.invoke(app, ["sweep", str(spec), "--executor", "slurm"])
+    assert done.exit_code == 0, done.output
+    assert "submitted 2 configurations as Slurm job 4242" in done.output
+    script = captured.read_text()
+    for line in (
+        "#SBATCH --array=0-1%2", "#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=1", "#SBATCH --time=30",
+        "#SBATCH --mail-type=END", "module load cuda", "-m submitit.core._submit",
+    ):  # fmt: skip
+        assert line in script, line
+    assert not (tmp_path / "results" / "robustness.csv").exists()  # submitted, not run
+
+    # What a node does with each array task: the same command, with Slurm's environment.
+    log_dir = next((tmp_path / "results" / "sweeps" / "tiny").glob("slurm-*"))
+    for task in (0, 1):
+        env = {
+            **os.environ, "SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": str(5000 + task),
+            "SLURM_ARRAY_JOB_ID": "4242", "SLURM_ARRAY_TASK_ID": str(task), "SLURM_NTASKS": "1",
+            "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_JOB_NUM_NODES": "1",
+            "SLURM_JOB_NODELIST": "node1",
+        }  # fmt: skip
+        node = [sys.executable, "-u", "-m", "submitit.core._submit", str(log_dir)]
+        ran = subprocess.run(node, env=env, capture_output=True, text=True, timeout=240)
+        assert ran.returncode == 0, ran.stderr[-2000:]
+    again = runner.invoke(app, ["sweep", str(spec), "--executor", "slurm"])
+    assert again.exit_code == 0, again.output
+    assert "0 configurations run, 2 already finished, 0 failed" in again.output
+    assert (tmp_path / "results" / "robustness.csv").read_text().count("fgsm") == 4
+
+
+def test_slurm_without_srun_says_where_to_run(tmp_path: Path, monkeypatch):
+    spec = _write_spec(tmp_path / "s.yaml", tmp_path / "runs", tmp_path / "results", temperatures=[5])
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    done = runner.invoke(app, ["sweep", str(spec), "--executor", "slurm"])
+    assert done.exit_code == 2
+    assert "cannot submit to Slurm from this machine" in done.output
+
+
+def test_the_shipped_sweep_specs_are_valid():
+    from defdistill.sweep import configurations, load_spec
+
+    specs = sorted((Path(__file__).parent.parent / "experiments" / "sweeps").glob("*.yaml"))
+    assert {p.stem for p in specs} >= {
+        "digits-smoke",
+        "digits-temperature",
+        "mnist-temperature",
+        "cifar10-temperature",
+    }
+    for path in specs:
+        spec = load_spec(path)
+        assert spec.name == path.stem
+        assert [c.T for c in configurations(spec)] == list(spec.temperatures)
+    assert load_spec(specs[0].parent / "cifar10-temperature.yaml").slurm.gpus_per_node == 1
