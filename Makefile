@@ -33,7 +33,8 @@ format: $(STAMP)
 	$(BIN)/ruff format defdistill tests
 	$(BIN)/ruff check --fix defdistill tests
 
-# `make bench` writes results/benchmarks.{json,md}; `make bench QUICK=1` is the under-a-minute run.
+# `make bench` writes results/benchmarks.{json,md}; `make bench QUICK=1` is the under-a-minute run,
+# written to build/bench/ so that it never replaces the committed full-run table.
 BENCH_STAMP := $(VENV)/.bench-installed
 
 $(BENCH_STAMP): $(STAMP)
@@ -41,7 +42,7 @@ $(BENCH_STAMP): $(STAMP)
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
-	$(BIN)/python benchmarks/run.py $(if $(QUICK),--quick,)
+	$(BIN)/python benchmarks/run.py $(if $(QUICK),--quick --results-dir build/bench,)
 
 clean:
 	rm -rf runs data .pytest_cache

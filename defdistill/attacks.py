@@ -121,13 +121,19 @@ class FGSM(fb.attacks.FGSM):
 
 register_attack(
     AttackSpec(
-        "fgsm", "linf", True, "Fast Gradient Sign Method (Goodfellow et al. 2015), one step",
+        "fgsm",
+        "linf",
+        True,
+        "Fast Gradient Sign Method (Goodfellow et al. 2015), one step",
         lambda s: FGSM(),
     )
 )
 register_attack(
     AttackSpec(
-        "pgd", "linf", True, "L-inf projected gradient descent on cross-entropy (Madry et al. 2018)",
+        "pgd",
+        "linf",
+        True,
+        "L-inf projected gradient descent on cross-entropy (Madry et al. 2018)",
         lambda s: fb.attacks.LinfPGD(
             steps=s.pgd_steps, rel_stepsize=s.pgd_rel_stepsize, random_start=s.pgd_random_start
         ),
@@ -156,7 +162,10 @@ class L2CarliniWagner(fb.attacks.L2CarliniWagnerAttack):
 
 register_attack(
     AttackSpec(
-        "cw", "l2", False, "Carlini-Wagner L2, minimal perturbation on the logits (Carlini & Wagner 2017)",
+        "cw",
+        "l2",
+        False,
+        "Carlini-Wagner L2, minimal perturbation on the logits (Carlini & Wagner 2017)",
         lambda s: L2CarliniWagner(
             binary_search_steps=s.cw_binary_search_steps,
             steps=s.cw_steps,
@@ -272,14 +281,18 @@ def _build_transfer(s: AttackSettings) -> TransferAttack:
 
 register_attack(
     AttackSpec(
-        "pgd-margin", "linf", True,
+        "pgd-margin",
+        "linf",
+        True,
         "L-inf PGD on the Carlini-Wagner margin loss over the logits (Carlini & Wagner 2017)",
         lambda s: MarginLinfPGD(**_pgd_kwargs(s)),
     )
 )
 register_attack(
     AttackSpec(
-        "pgd-t", "linf", True,
+        "pgd-t",
+        "linf",
+        True,
         "L-inf PGD on cross-entropy of logits / T, T the model's training temperature "
         "(Carlini & Wagner 2016)",
         lambda s: TemperatureLinfPGD(T=s.model_T, **_pgd_kwargs(s)),
@@ -287,7 +300,9 @@ register_attack(
 )
 register_attack(
     AttackSpec(
-        "transfer", "linf", True,
+        "transfer",
+        "linf",
+        True,
         "L-inf PGD crafted on a surrogate (default teacher-T1), evaluated on the target "
         "(Papernot et al. 2017)",
         _build_transfer,
@@ -296,7 +311,9 @@ register_attack(
 )
 register_attack(
     AttackSpec(
-        "hsj", "linf", False,
+        "hsj",
+        "linf",
+        False,
         "HopSkipJump, decision-based and gradient-free, L-inf, on the first 50 inputs (Chen et al. 2020)",
         lambda s: HopSkipJump(
             steps=s.hsj_steps,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import tempfile
 import threading
@@ -15,13 +16,25 @@ from typing import Any
 from .errors import DefdistillError
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _new_temp_file(path: Path) -> tuple[Path, int]:
+    """Create an empty, uniquely named file beside `path`; return it and its permission bits.
 
-
-_UMASK = _current_umask()
+    Created the way a plain write creates a file (0o666 less the process's umask at this moment,
+    as the kernel applies it; mkstemp would give 0o600), so the bits can be put back if a writer
+    replaces the file.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileExistsError:
+            continue
+        try:
+            return tmp, os.fstat(fd).st_mode & 0o7777
+        finally:
+            os.close(fd)
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 @contextlib.contextmanager
@@ -57,18 +70,23 @@ def atomic_paths(*paths: str | Path) -> Iterator[list[Path]]:
     `paths` in order, with interrupts held back, so the set is never half replaced.
 
     Whatever ends the block early (an error, Ctrl-C, SIGTERM), the temporary files are removed.
+    Each file ends with the permissions of a plain write (0o666 less the umask), even when the
+    block's writer replaced the temporary file with its own (safetensors' save_file writes a
+    0o600 file and renames it over the path it is given).
     """
     targets = [Path(p) for p in paths]
     temps: list[Path] = []
+    modes: list[int] = []
     try:
         for path in targets:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            temps.append(Path(tmp_name))
-            os.close(fd)
-            os.chmod(tmp_name, 0o666 & ~_UMASK)  # mkstemp creates 0600; results are meant to be shared
+            tmp, mode = _new_temp_file(path)
+            temps.append(tmp)
+            modes.append(mode)
         yield list(temps)
-        for tmp in temps:
+        for tmp, mode in zip(temps, modes, strict=True):
+            if tmp.stat().st_mode & 0o7777 != mode:  # the writer put its own file in our place
+                os.chmod(tmp, mode)
             with open(tmp, "rb+") as handle:
                 os.fsync(handle.fileno())
         with deferred_interrupts():

@@ -25,10 +25,15 @@ def bench():
     return module
 
 
-def test_paired_timing_alternates_the_order_and_reports_the_median_ratio(bench, monkeypatch):
+@pytest.mark.parametrize(("clock_name", "timer"), [("cpu", "process_time"), ("wall", "perf_counter")])
+def test_paired_timing_alternates_the_order_and_reports_the_median_ratio(
+    bench, monkeypatch, clock_name, timer
+):
     clock = [0.0]
     calls = []
-    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
+    other = {"process_time", "perf_counter"} - {timer}
+    monkeypatch.setattr(bench.time, timer, lambda: clock[0])
+    monkeypatch.setattr(bench.time, other.pop(), lambda: pytest.fail("timed with the other clock"))
 
     def side(name: str, seconds: float):
         def run(arg):
@@ -39,7 +44,7 @@ def test_paired_timing_alternates_the_order_and_reports_the_median_ratio(bench, 
 
     setups = iter(range(100))
     ours_s, ref_s, ratio = bench.paired_timing(
-        side("ours", 3.0), side("ref", 2.0), 3, setup=lambda: next(setups)
+        side("ours", 3.0), side("ref", 2.0), 3, setup=lambda: next(setups), clock=clock_name
     )
     assert [name for name, _ in calls] == ["ours", "ref", "ours", "ref", "ref", "ours", "ours", "ref"]
     assert len({arg for _, arg in calls}) == len(calls)  # a fresh setup() for every call
@@ -52,7 +57,7 @@ def test_harness_on_minimal_sizes_writes_the_documented_json_and_markdown(bench,
         bench.QUICK, teacher_epochs=1, train_pairs=1, attack_pairs=1, cw_pairs=1, n_attack=6, pgd_steps=2,
         cw_steps=2, cw_binary_search_steps=1, cw_curve_steps=(2,), cw_curve_search_steps=(1,),
         cw_curve_stepsizes=(0.05,),  # only from 100 steps on: no point here
-        throughput_images=8, train_images=64, threads_row=True,
+        throughput_images=8, train_images=64, threads_row=True, torchattacks_pairs=1, images_only_row=True,
     )  # fmt: skip
     rows, points = bench.run_benchmarks(tiny, log=lambda line: None)
     json_path, md_path = bench.write_results(
@@ -75,6 +80,8 @@ def test_harness_on_minimal_sizes_writes_the_documented_json_and_markdown(bench,
     }  # fmt: skip
     assert required <= names
     assert all(r["ratio"] is not None for r in written if r["name"] in required - {"pgd_vs_torchattacks"})
+    if "skipped" not in next(r["note"] for r in written if r["name"] == "pgd_vs_torchattacks"):
+        assert "pgd_vs_torchattacks_images_only" in names
     assert "cw_curve_steps2_search1_stepsize0.02" in names  # the curve at the default step size
     assert [(p["steps"], p["binary_search_steps"]) for p in points] == [(2, 1)]
     assert all("DIFFERENT" not in r["note"] for r in written)  # our attacks found what Foolbox found

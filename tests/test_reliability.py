@@ -255,6 +255,26 @@ def test_sigint_during_save_run_is_delivered_after_weights_and_sidecar_agree(run
     assert temp_files(run) == []
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o027], ids=lambda m: f"umask-{m:03o}")
+def test_saved_weights_get_the_permissions_of_a_plain_write_as_meta_json_does(umask, tmp_path):
+    model = build_model("digits-cnn", (1, 8, 8), 10, (0.3054,), (0.3761,))
+    cache = tmp_path / "cache.safetensors"
+    previous = os.umask(umask)
+    try:
+        save_run(tmp_path / "run", model, {"role": "teacher"})
+        # any writer that puts its own file in place of the temporary one, as save_file does
+        fileio.atomic_write_with(cache, lambda tmp: save_file({"x": torch.zeros(2)}, str(tmp)))
+        (tmp_path / "plain.txt").write_text("a plain write\n")
+    finally:
+        os.umask(previous)
+    plain = (tmp_path / "plain.txt").stat().st_mode & 0o777
+    assert plain == 0o666 & ~umask
+    for path in (tmp_path / "run" / "model.safetensors", tmp_path / "run" / "meta.json", cache):
+        assert oct(path.stat().st_mode & 0o777) == oct(plain), path.name
+    assert load_file(cache)["x"].tolist() == [0.0, 0.0]
+    assert temp_files(tmp_path) == []
+
+
 def test_deferred_interrupts_restore_the_previous_handlers():
     before = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt), deferred_interrupts():
