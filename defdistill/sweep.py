@@ -17,6 +17,7 @@ subprocesses, or in this process), which is how the Slurm path is tested without
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import json
 import math
 import multiprocessing
@@ -327,9 +328,12 @@ def _trained(config: SweepConfig, name: str) -> bool:
 
 
 def _missing_attacks(config: SweepConfig, model: str) -> list[str]:
-    from .attacks import ATTACKS, check_eps
-    from .tables import has_record
+    """The attacks on `model` without a recorded row for every budget on the spec's inputs (a
+    row measured on another number of inputs is measured again, and its record replaced)."""
+    from .attacks import ATTACKS, AttackSettings, check_eps
+    from .tables import read_record
 
+    n = _expected_n(config)
     missing = []
     for attack in config.attacks:
         spec = ATTACKS[attack]
@@ -338,9 +342,24 @@ def _missing_attacks(config: SweepConfig, model: str) -> list[str]:
             {"dataset": config.dataset, "model": model, "attack": attack, "norm": spec.norm, "eps": eps}
             for eps in budgets
         ]
-        if not all(has_record(config.results_dir, "robustness", key) for key in keys):
+        records = [read_record(config.results_dir, "robustness", key) for key in keys]
+        want = min(n, AttackSettings().decision_n) if spec.subset else n  # hsj: a subset
+        if any(r is None or r.get("n") != want for r in records):
             missing.append(attack)
     return missing
+
+
+@functools.lru_cache(maxsize=16)
+def _test_size(dataset: str, data_dir: str) -> int:
+    from .data import load_dataset
+
+    return len(load_dataset(dataset, "test", data_dir)[1])
+
+
+def _expected_n(config: SweepConfig) -> int:
+    """The number of test inputs the attacks see: the spec's n, at most the test split."""
+    size = _test_size(config.dataset, config.data_dir)
+    return size if config.n is None else min(config.n, size)
 
 
 def pending_steps(config: SweepConfig) -> list[str]:

@@ -88,9 +88,15 @@ def record_slug(table: str, row: dict[str, Any]) -> str:
     return _slug(row[k] for k in TABLES[table][1])
 
 
-def has_record(results_dir: str | Path, table: str, key: dict[str, Any]) -> bool:
-    """Whether `table` has a record for the configuration `key` (the table's key columns)."""
-    return (Path(results_dir) / RECORDS_DIR / table / f"{record_slug(table, key)}.json").is_file()
+def read_record(results_dir: str | Path, table: str, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The record of the configuration `key` (the table's key columns) in `table`, or None when
+    there is none or it cannot be read (a damaged record counts as missing: measure it again)."""
+    path = Path(results_dir) / RECORDS_DIR / table / f"{record_slug(table, key)}.json"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def _ensure_writable(results_dir: Path) -> None:

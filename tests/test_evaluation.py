@@ -85,6 +85,23 @@ def test_transfer_records_its_surrogate_after_the_contract_columns(trained_runs,
     assert header[len(ROBUSTNESS_COLUMNS)] == "surrogate"
 
 
+def test_transfer_examples_are_reused_across_targets_with_the_numbers_of_a_fresh_run(trained_runs, tmp_path):
+    from defdistill import attacks
+
+    kwargs = dict(attacks=["transfer"], eps=[0.1, 0.3], n=80, runs_dir=trained_runs.runs_dir, device="cpu")
+    attacks._TRANSFER_CACHE.clear()
+    fresh = attack_model(model="student-T100", results_dir=tmp_path / "a", **kwargs).rows
+    attacks._TRANSFER_CACHE.clear()
+    attack_model(model="teacher-T100", results_dir=tmp_path / "b", **kwargs)
+    crafted = len(attacks._TRANSFER_CACHE)
+    reused = attack_model(model="student-T100", results_dir=tmp_path / "b", **kwargs).rows
+    assert crafted == 2 and len(attacks._TRANSFER_CACHE) == crafted  # every batch was a hit
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert drop(reused) == drop(fresh)
+    attack_model(model="student-T100", results_dir=tmp_path / "c", seed=1, **kwargs)
+    assert len(attacks._TRANSFER_CACHE) == 2 * crafted  # another seed, another random start: crafted anew
+
+
 def test_transfer_without_a_surrogate_is_a_clear_error(trained_runs, tmp_path):
     net, _ = load_run(trained_runs.student_t100)
     x, y = load_dataset("digits", "test")

@@ -339,3 +339,20 @@ def test_the_shipped_sweep_specs_are_valid():
         assert spec.name == path.stem
         assert [c.T for c in configurations(spec)] == list(spec.temperatures)
     assert load_spec(specs[0].parent / "cifar10-temperature.yaml").slurm.gpus_per_node == 1
+
+
+def test_a_sweep_asking_for_another_n_measures_the_attacks_again(local_sweep, tmp_path: Path):
+    import pandas as pd
+
+    from defdistill.sweep import run_sweep
+
+    root, _, _ = local_sweep
+    shutil.copytree(root / "runs", tmp_path / "runs")
+    shutil.copytree(root / "results", tmp_path / "results")
+    spec = _write_spec(tmp_path / "tiny.yaml", tmp_path / "runs", tmp_path / "results", n=50)
+    result = run_sweep(spec, executor="local")
+    assert [o.done for o in result.outcomes] == [
+        ["fgsm on teacher-T1", "fgsm on student-T1"],
+        ["fgsm on teacher-T100", "fgsm on student-T100"],
+    ]
+    assert set(pd.read_csv(tmp_path / "results" / "robustness.csv")["n"]) == {50}
