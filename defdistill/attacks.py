@@ -559,6 +559,22 @@ def load_surrogate(
     return Surrogate(path.name, net, float(meta["T"]))
 
 
+def load_target(
+    model: str, dataset: str, T: float | None, n: int | None, seed: int, runs_dir: str | Path, device: str
+) -> tuple[Path, torch.nn.Module, dict[str, Any], torch.device]:
+    """Check the options every command that attacks a model shares, then load that model:
+    (its run folder, the network on the device, its meta.json, the device)."""
+    if n is not None:
+        check_positive_int(n, "--n")
+    if T is not None:
+        check_temperature(T)
+    check_seed(seed)
+    torch_device = resolve_device(device)
+    path = resolve_model(model, runs_dir, dataset, T)
+    net, meta = load_run(path, dataset=dataset, map_location=torch_device)
+    return path, net, meta, torch_device
+
+
 @dataclass
 class AttackReport:
     """What `attack_model` measured and recorded."""
@@ -592,14 +608,7 @@ def attack_model(
     get_dataset_spec(dataset)
     names = check_attacks(attacks)
     budgets = check_eps(eps) if any(ATTACKS[a].bounded for a in names) else list(eps)
-    if n is not None:
-        check_positive_int(n, "--n")
-    if T is not None:
-        check_temperature(T)
-    check_seed(seed)
-    torch_device = resolve_device(device)
-    path = resolve_model(model, runs_dir, dataset, T)
-    net, meta = load_run(path, dataset=dataset, map_location=torch_device)
+    path, net, meta, torch_device = load_target(model, dataset, T, n, seed, runs_dir, device)
     settings = replace(settings, model_T=float(meta["T"]))
     if any(ATTACKS[a].uses_surrogate for a in names):
         settings = replace(settings, surrogate=load_surrogate(surrogate, dataset, runs_dir, torch_device))

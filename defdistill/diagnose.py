@@ -26,15 +26,13 @@ from .attacks import (
     AttackSettings,
     check_eps,
     load_surrogate,
+    load_target,
     run_attack,
 )
 from .data import get_dataset_spec, load_dataset
 from .fileio import ensure_writable_dir
 from .progress import SILENT, ProgressReporter
-from .runs import check_temperature, load_run, resolve_model
-from .runtime import resolve_device
 from .tables import read_records, record_rows
-from .training import check_positive_int, check_seed
 
 # The attacks the checks compare; all but `hsj` are reused from recorded rows when present.
 DIAGNOSIS_ATTACKS = ("fgsm", "pgd", "pgd-margin", "transfer", "cw", "hsj")
@@ -298,14 +296,7 @@ def diagnose_model(
     """
     get_dataset_spec(dataset)
     budgets = sorted(check_eps(eps))
-    if n is not None:
-        check_positive_int(n, "--n")
-    if T is not None:
-        check_temperature(T)
-    check_seed(seed)
-    torch_device = resolve_device(device)
-    path = resolve_model(model, runs_dir, dataset, T)
-    net, meta = load_run(path, dataset=dataset, map_location=torch_device)
+    path, net, meta, torch_device = load_target(model, dataset, T, n, seed, runs_dir, device)
     sur = load_surrogate(surrogate, dataset, runs_dir, torch_device)
     settings = replace(settings, model_T=float(meta["T"]), surrogate=sur)
     results_dir = ensure_writable_dir(results_dir, "--results-dir")

@@ -359,6 +359,18 @@ def _distil_student(
     return student, losses
 
 
+def _study_recipe(dataset: str, epochs: int | None) -> Recipe:
+    """The study's optimiser settings: the dataset's batch size, learning rate and weight decay
+    with the default (Adam) optimiser, and `epochs` when given."""
+    base = recipe_for(dataset)
+    return Recipe(
+        epochs=check_positive_int(epochs, "--epochs") if epochs is not None else base.epochs,
+        batch_size=base.batch_size,
+        lr=base.lr,
+        weight_decay=base.weight_decay,
+    )
+
+
 def train_private_teacher(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -370,14 +382,9 @@ def train_private_teacher(
 ) -> nn.Module:
     """A teacher trained on (x, y) alone with plain cross-entropy (the study's teacher step)."""
     spec = get_dataset_spec(dataset)
-    base = recipe_for(dataset)
-    recipe = Recipe(
-        epochs=check_positive_int(epochs, "--epochs") if epochs is not None else base.epochs,
-        batch_size=base.batch_size,
-        lr=base.lr,
-        weight_decay=base.weight_decay,
+    setting = _Setting(
+        dataset, spec, spec.default_arch, _study_recipe(dataset, epochs), resolve_device(device), progress
     )
-    setting = _Setting(dataset, spec, spec.default_arch, recipe, resolve_device(device), progress)
     return _train_private_teacher(setting, x, y, seed, f"{dataset} teacher")[0]
 
 
@@ -462,14 +469,9 @@ def run_privacy(
         raise DefdistillError(
             f"unknown transfer set {transfer_set!r}: choose one of {', '.join(TRANSFER_SETS)}"
         )
-    base = recipe_for(dataset)
-    recipe = Recipe(
-        epochs=check_positive_int(epochs, "--epochs") if epochs is not None else base.epochs,
-        batch_size=base.batch_size,
-        lr=base.lr,
-        weight_decay=base.weight_decay,
+    setting = _Setting(
+        dataset, spec, spec.default_arch, _study_recipe(dataset, epochs), resolve_device(device), progress
     )
-    setting = _Setting(dataset, spec, spec.default_arch, recipe, resolve_device(device), progress)
     x_train, y_train = load_dataset(dataset, "train", data_dir)
     x_test, y_test = load_dataset(dataset, "test", data_dir)
     started = time.perf_counter()
@@ -551,7 +553,7 @@ def run_privacy(
         # finish_meta measures wall time from a start: the model's own training time, not the shadows'
         started_at = time.perf_counter() - train_seconds
         meta = finish_meta(
-            base_meta(dataset, setting.arch, role, T, seed, recipe), started_at, losses, test_acc
+            base_meta(dataset, setting.arch, role, T, seed, setting.recipe), started_at, losses, test_acc
         )
         meta.update(
             study=STUDY,
@@ -582,7 +584,8 @@ def run_privacy(
                 {
                     "dataset": dataset, "model": name, "role": role, "T": T, "attack": attack,
                     **metrics_from_roc(roc), "test_acc": test_acc,
-                    "transfer_set": transfer_set, "shadows": shadows, "seed": seed, "epochs": recipe.epochs,
+                    "transfer_set": transfer_set, "shadows": shadows, "seed": seed,
+                    "epochs": setting.recipe.epochs,
                 }
             )  # fmt: skip
     record_rows(results_dir, "privacy", rows)

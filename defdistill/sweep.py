@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
-import json
 import math
 import multiprocessing
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from filelock import FileLock
 
 from .errors import DefdistillError
 from .progress import SILENT, ProgressReporter
-from .runs import META_FILE, format_T, run_dir, run_name
+from .runs import META_FILE, format_T, read_meta, run_dir, run_name
 
 EXECUTORS = ("local", "slurm", "submitit-local", "submitit-debug")
 SWEEPS_DIR = "sweeps"
@@ -308,20 +307,15 @@ def _expected_epochs(config: SweepConfig) -> int:
 def _trained(config: SweepConfig, name: str) -> bool:
     """Whether `name` is a finished run made with this sweep's seed and epochs (an error if it
     was made with others: the sweep would otherwise mix runs of two settings in one table)."""
-    meta_path = run_dir(config.runs_dir, config.dataset, name) / META_FILE
-    if not meta_path.is_file():
+    folder = run_dir(config.runs_dir, config.dataset, name)
+    if not (folder / META_FILE).is_file():
         return False
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise DefdistillError(
-            f"{meta_path} cannot be read: remove its run folder to train it again"
-        ) from None
+    meta = read_meta(folder)  # a damaged sidecar is an error that says so
     want = {"seed": config.seed, "epochs": _expected_epochs(config)}
     for key, value in want.items():
         if meta.get(key) != value:
             raise DefdistillError(
-                f"{meta_path.parent} was trained with {key}={meta.get(key)!r}, the sweep asks for "
+                f"{folder} was trained with {key}={meta.get(key)!r}, the sweep asks for "
                 f"{key}={value!r}: remove that run or give the sweep another runs_dir"
             )
     return True
@@ -583,7 +577,7 @@ def _write_log(results_dir: Path, result: SweepResult) -> None:
     from .fileio import atomic_write_json
 
     log = {
-        "spec": asdict(replace(result.spec)),
+        "spec": asdict(result.spec),
         "executor": result.executor,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "already_done": result.already_done,

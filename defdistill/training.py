@@ -330,7 +330,7 @@ def fit(
     world = current_world()
     check_num_workers(num_workers)
     model.to(device).train()
-    y_host = y
+    n = len(y)
     if num_workers == 0:
         x, y, targets = x.to(device), y.to(device), _to_device(targets, device)
     params = list(model.parameters())
@@ -341,7 +341,6 @@ def fit(
     optimizer = make_optimizer(params, recipe)
     generator = torch.Generator().manual_seed(seed)
     modules = {"model": model, **({"loss": loss_fn} if isinstance(loss_fn, nn.Module) else {})}
-    n = len(y_host)
     epoch_losses: list[float] = []
     first_epoch = 0
     if checkpoint is not None and checkpoint.resume and checkpoint.exists():
