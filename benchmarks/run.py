@@ -42,15 +42,18 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from defdistill.attacks import AttackSettings, run_attack  # noqa: E402
-from defdistill.checkpoint import TrainingCheckpoint  # noqa: E402
-from defdistill.data import get_dataset_spec, load_dataset  # noqa: E402
-from defdistill.fileio import atomic_write_json, atomic_write_text  # noqa: E402
-from defdistill.losses import DistillationObjective  # noqa: E402
-from defdistill.models import build_model  # noqa: E402
-from defdistill.runs import load_run  # noqa: E402
-from defdistill.runtime import THREADS_ENV, configure_threads  # noqa: E402
-from defdistill.training import fit, predict_logits, recipe_for, temperature_cross_entropy, train_teacher  # noqa: E402
+from defdistill.core.fileio import atomic_write_json, atomic_write_text  # noqa: E402
+from defdistill.core.runtime import THREADS_ENV, configure_threads  # noqa: E402
+from defdistill.data.registry import get_dataset_spec, load_dataset  # noqa: E402
+from defdistill.evaluate.attacks import AttackSettings, run_attack  # noqa: E402
+from defdistill.models import (
+    build_model,  # noqa: E402
+    predict_logits,  # noqa: E402
+)
+from defdistill.store.checkpoint import TrainingCheckpoint  # noqa: E402
+from defdistill.store.runs import load_run  # noqa: E402
+from defdistill.train.loop import fit, recipe_for, temperature_cross_entropy, train_teacher  # noqa: E402
+from defdistill.train.losses import DistillationObjective  # noqa: E402
 
 CPU = torch.device("cpu")
 RATIO_TARGET = 1.05

@@ -131,7 +131,7 @@ def _call(fn: Callable[..., T_], *args: Any, **kwargs: Any) -> T_:
 
 
 def _reporter(quiet: bool):
-    from .progress import SILENT, RichProgress
+    from .core.progress import SILENT, RichProgress
 
     return SILENT if quiet or not err.is_terminal else RichProgress()
 
@@ -148,14 +148,14 @@ def _float_list(text: str, option: str) -> list[float]:
 def _fetch(download: bool, dataset: str, data_dir: Path) -> None:
     """--download: fetch the dataset's missing files before the command reads them."""
     if download:
-        from .data import fetch_dataset
+        from .data.registry import fetch_dataset
 
         _call(fetch_dataset, dataset, data_dir)
 
 
 def _main_rank() -> bool:
     """Whether this process prints: rank 0 under torchrun, always otherwise."""
-    from .distributed import launched_world
+    from .core.distributed import launched_world
 
     return launched_world().is_main
 
@@ -188,7 +188,7 @@ DISPLAY_COLUMNS = {
 
 def _print_frame(title: str, frame: Any) -> None:
     """A table for the terminal: the columns a reader scans (all of them are in the files)."""
-    from .tables import _format_value
+    from .store.tables import _format_value
 
     columns = [c for c in DISPLAY_COLUMNS.get(title, frame.columns) if c in frame.columns]
     table = Table(title=title, title_justify="left")
@@ -227,7 +227,7 @@ def train_teacher_cmd(
     """Train a teacher at temperature T (T=1 is the ordinary, undefended network).
 
     Under `torchrun --nproc_per_node N -m defdistill train-teacher ...` N processes train it together."""
-    from .training import train_teacher
+    from .train.loop import train_teacher
 
     _fetch(download, dataset, data_dir)
     result = _call(
@@ -308,7 +308,7 @@ def distill_cmd(
     """Train a student on the teacher's soft labels at T (or a variant); it is deployed at T=1.
 
     Under `torchrun --nproc_per_node N -m defdistill distill ...` N processes train it together."""
-    from .distill import distill
+    from .train.distill import distill
 
     _fetch(download, dataset, data_dir)
     result = _call(
@@ -379,7 +379,7 @@ def attack_cmd(
     quiet: Quiet = False,
 ) -> None:
     """Attack one model through Foolbox and record its rows in results/robustness."""
-    from .attacks import attack_model
+    from .evaluate.attacks import attack_model
 
     def run():
         return attack_model(
@@ -416,7 +416,7 @@ def attack_cmd(
 @app.command("tables")
 def tables_cmd(results_dir: ResultsDir = Path("results"), quiet: Quiet = False) -> None:
     """Rebuild every table in results/ from the recorded rows."""
-    from .tables import rebuild_tables
+    from .store.tables import rebuild_tables
 
     frames = _call(rebuild_tables, results_dir)
     if not quiet:
@@ -443,7 +443,7 @@ def demo_cmd(
     quiet: Quiet = False,
 ) -> None:
     """The whole pipeline: teachers at T=1 and T, student at T, every attack, tables."""
-    from .pipeline import run_demo
+    from .studies.demo import run_demo
 
     _fetch(download, dataset, data_dir)
     report = _call(
@@ -493,7 +493,7 @@ def privacy_cmd(
     quiet: Quiet = False,
 ) -> None:
     """Membership inference on a teacher trained on private data and on students distilled without it."""
-    from .privacy import run_privacy
+    from .studies.privacy import run_privacy
 
     def run():
         return run_privacy(
@@ -536,7 +536,7 @@ def archs_cmd(dataset: Dataset = "digits") -> None:
     """List the architectures (teachers and students) with their parameter counts on a dataset."""
     import pandas as pd
 
-    from .compression import architecture_table
+    from .studies.compression import architecture_table
 
     rows = _call(architecture_table, dataset)
     for row in rows:
@@ -559,7 +559,7 @@ def compression_cmd(
     quiet: Quiet = False,
 ) -> None:
     """Parameters, size on disk, CPU latency per input and accuracy of each run -> results/compression."""
-    from .compression import measure_compression
+    from .studies.compression import measure_compression
 
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None
     rows = _call(
@@ -617,7 +617,7 @@ def diagnose_cmd(
     quiet: Quiet = False,
 ) -> None:
     """Check one model for gradient masking (Carlini et al. 2019) and record results/diagnostics."""
-    from .diagnose import diagnose_model
+    from .evaluate.diagnose import diagnose_model
 
     def run():
         return diagnose_model(
@@ -662,7 +662,7 @@ def sweep_cmd(
     quiet: Quiet = False,
 ) -> None:
     """Run every unfinished configuration of a sweep here, or submit them to Slurm as an array job."""
-    from .sweep import run_sweep
+    from .studies.sweep import run_sweep
 
     result = _call(
         run_sweep, spec, executor=executor, max_parallel=max_parallel, wait=wait or None,

@@ -215,3 +215,23 @@ def penultimate_path(model: nn.Module) -> str:
         if not isinstance(module, nn.Dropout):
             return name
     return "features"
+
+
+EVAL_BATCH = 1024
+
+
+def predict_logits(
+    model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = EVAL_BATCH
+) -> torch.Tensor:
+    """Logits (T=1) of `model` on `x`, on the CPU, computed in eval mode without autograd."""
+    model.eval()
+    outputs = []
+    with torch.inference_mode():
+        for start in range(0, len(x), batch_size):
+            outputs.append(model(x[start : start + batch_size].to(device)).float().cpu())
+    return torch.cat(outputs) if outputs else torch.empty(0)
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> float:
+    """Fraction of `x` that `model` classifies as `y`."""
+    return (predict_logits(model, x, device).argmax(1) == y).float().mean().item()

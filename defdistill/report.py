@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .core.fileio import atomic_write_bytes, atomic_write_text
 from .errors import DefdistillError
-from .fileio import atomic_write_bytes, atomic_write_text
-from .runs import format_T, run_name
-from .tables import RECORDS_DIR, ROLE_RANK, read_records, to_markdown
+from .store.runs import format_T, run_name
+from .store.tables import RECORDS_DIR, ROLE_RANK, read_records, to_markdown
 
 REPORT_FILE = "REPORT.md"
 DEFAULT_REPORT_EPS = 0.3
@@ -375,7 +375,7 @@ def privacy_section(
     privacy: pd.DataFrame, datasets: list[str], results_dir: Path, plots: list[Path], notes: list[str]
 ) -> list[str]:
     """REPORT.md's privacy section: per dataset the summary, the log-log ROC figure and the table."""
-    from .privacy import plot_privacy_rocs, read_roc_records, roc_figure_path  # imports torch
+    from .studies.privacy import plot_privacy_rocs, read_roc_records, roc_figure_path  # imports torch
 
     lines = [
         "## Privacy: membership inference (`defdistill privacy`)",
@@ -444,7 +444,7 @@ def write_report(
             f"no sweep runs (teacher-T<T>, student-T<T>) in the tables of {results_dir}: "
             "run experiments/temperature_sweep.sh digits first"
         )
-    from .attacks import ATTACKS
+    from .evaluate.attacks import ATTACKS
 
     notes: list[str] = []
     plots: list[Path] = []

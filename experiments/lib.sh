@@ -65,13 +65,13 @@ parse_sweep_args() {
 
 # Every attack in the library's registry, comma-separated: new attacks join the sweeps by themselves.
 all_attacks() {
-    GIT_PYTHON_REFRESH=quiet "$PYTHON" -c 'from defdistill.attacks import ATTACKS; print(",".join(ATTACKS))'
+    GIT_PYTHON_REFRESH=quiet "$PYTHON" -c 'from defdistill.evaluate.attacks import ATTACKS; print(",".join(ATTACKS))'
 }
 
 # The attacks of the registry that take an epsilon budget.
 bounded_attacks() {
     GIT_PYTHON_REFRESH=quiet "$PYTHON" -c \
-        'from defdistill.attacks import ATTACKS; print(",".join(k for k, v in ATTACKS.items() if v.bounded))'
+        'from defdistill.evaluate.attacks import ATTACKS; print(",".join(k for k, v in ATTACKS.items() if v.bounded))'
 }
 
 epochs_args() {

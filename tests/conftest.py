@@ -29,8 +29,8 @@ class TrainedRuns:
 @pytest.fixture(scope="session")
 def trained_runs(tmp_path_factory: pytest.TempPathFactory) -> TrainedRuns:
     """teacher-T1, teacher-T100 and student-T100 on digits (read-only for tests: copy to modify)."""
-    from defdistill.distill import distill
-    from defdistill.training import train_teacher
+    from defdistill.train.distill import distill
+    from defdistill.train.loop import train_teacher
 
     root = tmp_path_factory.mktemp("shared-runs")
     runs_dir, results_dir = root / "runs", root / "results"

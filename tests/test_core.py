@@ -10,13 +10,13 @@ import pytest
 import torch
 
 import defdistill
-from defdistill.attacks import attack_metrics, attack_model
-from defdistill.data import load_dataset
-from defdistill.distill import choose_teacher, distill, distillation_loss
+from defdistill.data.registry import load_dataset
 from defdistill.errors import DefdistillError
-from defdistill.runs import format_T, load_run, resolve_model
-from defdistill.tables import ACCURACY_GAP_COLUMNS, ROBUSTNESS_COLUMNS, rebuild_tables
-from defdistill.training import train_teacher
+from defdistill.evaluate.attacks import attack_metrics, attack_model
+from defdistill.store.runs import format_T, load_run, resolve_model
+from defdistill.store.tables import ACCURACY_GAP_COLUMNS, ROBUSTNESS_COLUMNS, rebuild_tables
+from defdistill.train.distill import choose_teacher, distill, distillation_loss
+from defdistill.train.loop import train_teacher
 
 
 def test_digits_split_is_deterministic_stratified_and_in_unit_range():

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from defdistill.data import fetch_dataset, load_dataset
-from defdistill.datafiles import CIFAR_BATCHES, read_cifar_batch
+from defdistill.data.files import CIFAR_BATCHES, read_cifar_batch
+from defdistill.data.registry import fetch_dataset, load_dataset
 from defdistill.errors import DefdistillError
 
 N_TRAIN, N_TEST = 24, 12

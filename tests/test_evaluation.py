@@ -12,18 +12,18 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from defdistill.attacks import AttackSettings, attack_model, run_attack
 from defdistill.cli import app
-from defdistill.data import load_dataset
-from defdistill.diagnose import (
+from defdistill.data.registry import load_dataset
+from defdistill.errors import DefdistillError
+from defdistill.evaluate.attacks import AttackSettings, attack_model, run_attack
+from defdistill.evaluate.diagnose import (
     MASKING_VERDICT,
     NO_MASKING_VERDICT,
     diagnose_model,
     gradient_measurements,
 )
-from defdistill.errors import DefdistillError
-from defdistill.runs import load_run
-from defdistill.tables import ROBUSTNESS_COLUMNS, read_records, record_rows
+from defdistill.store.runs import load_run
+from defdistill.store.tables import ROBUSTNESS_COLUMNS, read_records, record_rows
 
 N = 120  # test inputs per diagnosis: enough for stable rates, a few seconds per model
 EPS = (0.1, 0.2, 0.3)
@@ -86,7 +86,7 @@ def test_transfer_records_its_surrogate_after_the_contract_columns(trained_runs,
 
 
 def test_transfer_examples_are_reused_across_targets_with_the_numbers_of_a_fresh_run(trained_runs, tmp_path):
-    from defdistill import attacks
+    from defdistill.evaluate import attacks
 
     kwargs = dict(attacks=["transfer"], eps=[0.1, 0.3], n=80, runs_dir=trained_runs.runs_dir, device="cpu")
     attacks._TRANSFER_CACHE.clear()

@@ -14,12 +14,12 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 import foolbox as fb  # noqa: E402
 
-from defdistill.attacks import AttackSettings, run_attack  # noqa: E402
-from defdistill.data import load_dataset  # noqa: E402
+from defdistill.core.runtime import THREADS_ENV, configure_threads  # noqa: E402
+from defdistill.data.registry import load_dataset  # noqa: E402
 from defdistill.errors import DefdistillError  # noqa: E402
-from defdistill.runs import load_run  # noqa: E402
-from defdistill.runtime import THREADS_ENV, configure_threads  # noqa: E402
-from defdistill.training import predict_logits  # noqa: E402
+from defdistill.evaluate.attacks import AttackSettings, run_attack  # noqa: E402
+from defdistill.models import predict_logits  # noqa: E402
+from defdistill.store.runs import load_run  # noqa: E402
 
 CPU = torch.device("cpu")
 
@@ -100,7 +100,7 @@ def test_cpu_threads_follow_the_environment_and_default_to_one(monkeypatch):
 
 def test_seeding_turns_deterministic_kernels_on_without_importing_the_compiler():
     code = (
-        "import sys, torch; from defdistill.runtime import seed_everything; seed_everything(0); "
+        "import sys, torch; from defdistill.core.runtime import seed_everything; seed_everything(0); "
         "print(torch.are_deterministic_algorithms_enabled(), "
         "torch.is_deterministic_algorithms_warn_only_enabled(), 'torch._inductor' in sys.modules)"
     )

@@ -6,12 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from defdistill.data import get_dataset_spec
+from defdistill.core.runtime import seed_everything
+from defdistill.data.registry import get_dataset_spec
 from defdistill.errors import DefdistillError
-from defdistill.losses import distillation_loss
 from defdistill.models import build_model, count_parameters
-from defdistill.runtime import seed_everything
-from defdistill.training import (
+from defdistill.train.loop import (
     Recipe,
     make_optimizer,
     make_recipe,
@@ -20,6 +19,7 @@ from defdistill.training import (
     train_teacher,
     warm_start,
 )
+from defdistill.train.losses import distillation_loss
 
 
 def conv(c_in: int, c_out: int) -> int:

@@ -12,9 +12,12 @@ import torch
 from typer.testing import CliRunner
 
 from defdistill.cli import app
-from defdistill.data import load_dataset
+from defdistill.data.registry import load_dataset
 from defdistill.errors import DefdistillError
-from defdistill.privacy import (
+from defdistill.models import predict_logits
+from defdistill.store.runs import load_run, resolve_model
+from defdistill.store.tables import PRIVACY_COLUMNS
+from defdistill.studies.privacy import (
     MEMBERSHIP_FILE,
     SHADOW_SCORES_FILE,
     lira_offline_scores,
@@ -31,9 +34,6 @@ from defdistill.privacy import (
     tpr_at_fpr,
     train_private_teacher,
 )
-from defdistill.runs import load_run, resolve_model
-from defdistill.tables import PRIVACY_COLUMNS
-from defdistill.training import predict_logits
 
 
 @pytest.fixture(autouse=True)
@@ -227,7 +227,7 @@ def test_privacy_command_rejects_bad_options_before_training(tmp_path):
 
 
 def test_stored_roc_round_trips_exactly_and_damaged_records_are_skipped(tmp_path):
-    from defdistill.privacy import roc_from_json, roc_record_path, save_roc_record
+    from defdistill.studies.privacy import roc_from_json, roc_record_path, save_roc_record
 
     rng = np.random.default_rng(3)
     roc = roc_curve(rng.integers(0, 30, 360).astype(float), rng.integers(0, 25, 360).astype(float))  # ties

@@ -23,16 +23,17 @@ import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from defdistill import fileio, training
-from defdistill.attacks import attack_model
 from defdistill.cli import app
-from defdistill.data import load_dataset
-from defdistill.distill import distill
+from defdistill.core import fileio
+from defdistill.core.fileio import atomic_path, atomic_write_text, deferred_interrupts
+from defdistill.data.registry import load_dataset
 from defdistill.errors import DefdistillError
-from defdistill.fileio import atomic_path, atomic_write_text, deferred_interrupts
+from defdistill.evaluate.attacks import attack_model
 from defdistill.models import build_model
-from defdistill.runs import load_run, save_run, sha256_file
-from defdistill.training import train_teacher
+from defdistill.store.runs import load_run, save_run, sha256_file
+from defdistill.train import loop as training
+from defdistill.train.distill import distill
+from defdistill.train.loop import train_teacher
 
 runner = CliRunner()
 TIMEOUT = 120  # seconds for any subprocess; a hang fails the test instead of blocking the suite
@@ -409,7 +410,7 @@ WRITER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from defdistill.tables import record_rows
+    from defdistill.store.tables import record_rows
 
     results, who, count = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     (results.parent / f"ready-{who}").touch()

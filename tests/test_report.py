@@ -9,7 +9,7 @@ import pytest
 
 from defdistill.errors import DefdistillError
 from defdistill.report import write_report
-from defdistill.tables import record_rows
+from defdistill.store.tables import record_rows
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TEMPERATURES = (1.0, 10.0, 100.0)
@@ -112,7 +112,7 @@ def fill_privacy(results: Path, n: int = 200) -> dict[tuple[str, str], object]:
     """Privacy records and stored ROCs as `defdistill privacy` leaves them, from seeded fake scores."""
     import numpy as np
 
-    from defdistill.privacy import metrics_from_roc, roc_curve, save_roc_record
+    from defdistill.studies.privacy import metrics_from_roc, roc_curve, save_roc_record
 
     rng = np.random.default_rng(0)
     rows, rocs = [], {}
@@ -134,7 +134,7 @@ def test_report_adds_a_privacy_section_with_the_roc_figure_table_and_computed_su
 
     import matplotlib.image
 
-    from defdistill.privacy import roc_auc, tpr_at_fpr
+    from defdistill.studies.privacy import roc_auc, tpr_at_fpr
 
     fill_results(tmp_path)
     rocs = fill_privacy(tmp_path)

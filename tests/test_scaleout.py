@@ -18,14 +18,14 @@ from typer.testing import CliRunner
 
 from defdistill.cli import app
 from defdistill.errors import DefdistillError
-from defdistill.training import Recipe, fit, resolve_amp, temperature_cross_entropy, train_teacher
+from defdistill.train.loop import Recipe, fit, resolve_amp, temperature_cross_entropy, train_teacher
 
 runner = CliRunner()
 CPU = torch.device("cpu")
 
 
 def _digits_train():
-    from defdistill.data import load_dataset
+    from defdistill.data.registry import load_dataset
 
     return load_dataset("digits", "train")
 
@@ -63,16 +63,16 @@ def test_bfloat16_training_on_the_cpu_learns_and_keeps_float32_weights(tmp_path:
     result = train_teacher(T=1, epochs=4, runs_dir=tmp_path, device="cpu", amp="on")
     assert result.meta["amp"] == "bfloat16" and result.meta["world_size"] == 1
     assert result.meta["clean_acc"] > 0.85
-    from defdistill.runs import load_run
+    from defdistill.store.runs import load_run
 
     model, _ = load_run(result.path)
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
 def test_attacks_keep_full_precision_inside_a_callers_autocast(trained_runs: TrainedRuns):
-    from defdistill.attacks import run_attack
-    from defdistill.data import load_dataset
-    from defdistill.runs import load_run
+    from defdistill.data.registry import load_dataset
+    from defdistill.evaluate.attacks import run_attack
+    from defdistill.store.runs import load_run
 
     model, _ = load_run(trained_runs.teacher_t1)
     x, y = load_dataset("digits", "test")
@@ -101,7 +101,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
     )
-    from defdistill.distributed import session
+    from defdistill.core.distributed import session
 
     x, y = _digits_train()
     x, y = x[:512], y[:512]  # 512 = 8 global batches of 64, each split evenly: no remainder dropped
@@ -176,7 +176,7 @@ def _write_spec(path: Path, runs: Path, results: Path, **extra) -> Path:
 def local_sweep(trained_runs: TrainedRuns, tmp_path_factory: pytest.TempPathFactory):
     """A two-configuration sweep run by the local executor with two processes: it reuses the
     session's teacher-T1, teacher-T100 and student-T100 and trains only student-T1."""
-    from defdistill.sweep import run_sweep
+    from defdistill.studies.sweep import run_sweep
 
     root = tmp_path_factory.mktemp("sweep")
     shutil.copytree(trained_runs.runs_dir, root / "runs")
@@ -202,7 +202,7 @@ def test_local_sweep_trains_what_is_missing_and_records_every_model(local_sweep)
 
 
 def test_rerunning_a_sweep_skips_finished_configurations(local_sweep):
-    from defdistill.sweep import run_sweep
+    from defdistill.studies.sweep import run_sweep
 
     root, spec, _ = local_sweep
     before = (root / "results" / "robustness.csv").read_text()
@@ -249,7 +249,7 @@ def test_a_missing_spec_and_an_unknown_executor_are_one_line_errors(tmp_path: Pa
 
 @pytest.mark.parametrize("executor", ["submitit-debug", "submitit-local"])
 def test_submitit_executors_run_the_same_spec(local_sweep, tmp_path: Path, executor: str):
-    from defdistill.sweep import run_sweep
+    from defdistill.studies.sweep import run_sweep
 
     root, _, _ = local_sweep
     shutil.copytree(root / "runs", tmp_path / "runs")
@@ -325,7 +325,7 @@ def test_slurm_without_srun_says_where_to_run(tmp_path: Path, monkeypatch):
 
 
 def test_the_shipped_sweep_specs_are_valid():
-    from defdistill.sweep import configurations, load_spec
+    from defdistill.studies.sweep import configurations, load_spec
 
     specs = sorted((Path(__file__).parent.parent / "experiments" / "sweeps").glob("*.yaml"))
     assert {p.stem for p in specs} >= {
@@ -344,7 +344,7 @@ def test_the_shipped_sweep_specs_are_valid():
 def test_a_sweep_asking_for_another_n_measures_the_attacks_again(local_sweep, tmp_path: Path):
     import pandas as pd
 
-    from defdistill.sweep import run_sweep
+    from defdistill.studies.sweep import run_sweep
 
     root, _, _ = local_sweep
     shutil.copytree(root / "runs", tmp_path / "runs")

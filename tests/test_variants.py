@@ -12,12 +12,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import defdistill.distill as distill_module
-from defdistill.compression import architecture_table, measure_compression
-from defdistill.data import load_dataset
-from defdistill.distill import CACHE_DIR, distill
+import defdistill.train.distill as distill_module
+from defdistill.data.registry import load_dataset
 from defdistill.errors import DefdistillError
-from defdistill.losses import (
+from defdistill.store.runs import load_run
+from defdistill.store.tables import ACCURACY_GAP_COLUMNS, ACCURACY_GAP_EXTRA
+from defdistill.studies.compression import architecture_table, measure_compression
+from defdistill.train.distill import CACHE_DIR, distill
+from defdistill.train.losses import (
     METHODS,
     HintLoss,
     at_loss,
@@ -28,8 +30,6 @@ from defdistill.losses import (
     rkd_loss,
     sp_loss,
 )
-from defdistill.runs import load_run
-from defdistill.tables import ACCURACY_GAP_COLUMNS, ACCURACY_GAP_EXTRA
 
 # --- losses on hand-made tensors --------------------------------------------------------------
 
@@ -276,7 +276,7 @@ def test_compression_table_measures_every_run(trained_runs, tmp_path):
 
 def test_report_compares_variants_by_accuracy_size_and_robustness(tmp_path):
     from defdistill.report import write_report
-    from defdistill.tables import record_rows
+    from defdistill.store.tables import record_rows
 
     def gap_row(student, method, arch, params, acc):
         return {

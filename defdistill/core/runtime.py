@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import torch
 
-from .errors import DefdistillError
+from ..errors import DefdistillError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 THREADS_ENV = "DEFDISTILL_THREADS"
@@ -79,7 +79,7 @@ def library_versions() -> dict[str, str]:
     """Versions that decide whether a number can be reproduced bit for bit."""
     import platform
 
-    from . import __version__
+    from .. import __version__
 
     versions = {
         "defdistill": __version__,

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 from filelock import FileLock
 
-from .fileio import atomic_write_json, atomic_write_text, ensure_writable_dir
+from ..core.fileio import atomic_write_json, atomic_write_text, ensure_writable_dir
 from .runs import format_T
 
 RECORDS_DIR = "records"

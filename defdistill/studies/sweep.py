@@ -28,9 +28,9 @@ from typing import Any
 
 from filelock import FileLock
 
-from .errors import DefdistillError
-from .progress import SILENT, ProgressReporter
-from .runs import META_FILE, format_T, read_meta, run_dir, run_name
+from ..core.progress import SILENT, ProgressReporter
+from ..errors import DefdistillError
+from ..store.runs import META_FILE, format_T, read_meta, run_dir, run_name
 
 EXECUTORS = ("local", "slurm", "submitit-local", "submitit-debug")
 SWEEPS_DIR = "sweeps"
@@ -176,10 +176,10 @@ def _check_names(path: Path, key: str, value: Any, known: Sequence[str]) -> tupl
 
 def parse_spec(data: Any, path: Path = Path("spec")) -> SweepSpec:
     """Validate a spec's parsed YAML (a mapping) and return it; every problem is one line."""
-    from .attacks import ATTACKS
-    from .data import DATASETS
-    from .runtime import DEVICE_CHOICES
-    from .training import AMP_CHOICES, RECIPES
+    from ..core.runtime import DEVICE_CHOICES
+    from ..data.registry import DATASETS
+    from ..evaluate.attacks import ATTACKS
+    from ..train.loop import AMP_CHOICES, RECIPES
 
     if not isinstance(data, dict):
         raise _problem(path, "a sweep spec is a YAML mapping (name: ..., dataset: ..., temperatures: [...])")
@@ -299,7 +299,7 @@ def configurations(spec: SweepSpec, base: Path | None = None) -> list[SweepConfi
 
 
 def _expected_epochs(config: SweepConfig) -> int:
-    from .training import make_recipe
+    from ..train.loop import make_recipe
 
     return make_recipe(config.dataset, config.epochs, recipe=config.recipe).epochs
 
@@ -324,8 +324,9 @@ def _trained(config: SweepConfig, name: str) -> bool:
 def _missing_attacks(config: SweepConfig, model: str) -> list[str]:
     """The attacks on `model` without a recorded row for every budget on the spec's inputs (a
     row measured on another number of inputs is measured again, and its record replaced)."""
-    from .attacks import ATTACKS, AttackSettings, check_eps
-    from .tables import read_record
+    from ..checks import check_eps
+    from ..evaluate.attacks import ATTACKS, AttackSettings
+    from ..store.tables import read_record
 
     n = _expected_n(config)
     missing = []
@@ -345,7 +346,7 @@ def _missing_attacks(config: SweepConfig, model: str) -> list[str]:
 
 @functools.lru_cache(maxsize=16)
 def _test_size(dataset: str, data_dir: str) -> int:
-    from .data import load_dataset
+    from ..data.registry import load_dataset
 
     return len(load_dataset(dataset, "test", data_dir)[1])
 
@@ -384,9 +385,9 @@ def _train_once(config: SweepConfig, name: str, train: Callable[[], Any], outcom
 def run_configuration(config: SweepConfig, progress: ProgressReporter = SILENT) -> ConfigOutcome:
     """Run what is missing of one configuration; errors are returned, not raised, so one bad
     configuration does not stop the others (the executor reports them at the end)."""
-    from .attacks import attack_model
-    from .distill import distill
-    from .training import train_teacher
+    from ..evaluate.attacks import attack_model
+    from ..train.distill import distill
+    from ..train.loop import train_teacher
 
     started = time.perf_counter()
     outcome = ConfigOutcome(config.id)
@@ -536,8 +537,8 @@ def run_sweep(
     if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
         raise DefdistillError(f"--max-parallel must be a positive integer, got {parallel}")
     wait = executor != "slurm" if wait is None else wait
-    from .fileio import ensure_writable_dir
-    from .runtime import resolve_device
+    from ..core.fileio import ensure_writable_dir
+    from ..core.runtime import resolve_device
 
     configs = configurations(spec)
     if executor in ("local", "submitit-local", "submitit-debug"):
@@ -561,11 +562,11 @@ def run_sweep(
             )
     finished = not result.failed and (not todo or result.outcomes)
     if finished:
-        from .tables import rebuild_tables
+        from ..store.tables import rebuild_tables
 
         rebuild_tables(results_dir)
         if spec.report:
-            from .report import write_report
+            from ..report import write_report
 
             result.report = write_report(results_dir, datasets=[spec.dataset]).report
     _write_log(results_dir, result)
@@ -574,7 +575,7 @@ def run_sweep(
 
 def _write_log(results_dir: Path, result: SweepResult) -> None:
     """Keep the last invocation's outcome beside the results (what ran, what failed, job ids)."""
-    from .fileio import atomic_write_json
+    from ..core.fileio import atomic_write_json
 
     log = {
         "spec": asdict(result.spec),

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DefdistillError
+from ..errors import DefdistillError
 
 DOWNLOAD_HINT = "or add --download on a machine with internet"
 

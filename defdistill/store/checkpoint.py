@@ -21,8 +21,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .errors import DefdistillError
-from .fileio import atomic_paths
+from ..core.fileio import atomic_paths
+from ..errors import DefdistillError
 from .runs import CHECKPOINT_FILE, CHECKPOINT_META, check_safetensors_file, check_state_fits, sha256_file
 
 FORMAT_VERSION = 1

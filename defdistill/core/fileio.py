@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import DefdistillError
+from ..errors import DefdistillError
 
 
 def _new_temp_file(path: Path) -> tuple[Path, int]:

@@ -25,14 +25,15 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 import eagerpy as ep  # noqa: E402  (Foolbox's tensor layer)
 import foolbox as fb  # noqa: E402
 
-from .data import get_dataset_spec, load_dataset  # noqa: E402
-from .errors import DefdistillError  # noqa: E402
-from .fileio import ensure_writable_dir  # noqa: E402
-from .progress import SILENT, ProgressReporter  # noqa: E402
-from .runs import check_temperature, format_T, load_run, resolve_model  # noqa: E402
-from .runtime import resolve_device, seed_everything  # noqa: E402
-from .tables import record_rows  # noqa: E402
-from .training import check_positive_int, check_seed, predict_logits  # noqa: E402
+from ..checks import check_eps, check_names, check_positive_int, check_seed, check_temperature  # noqa: E402
+from ..core.fileio import ensure_writable_dir  # noqa: E402
+from ..core.progress import SILENT, ProgressReporter  # noqa: E402
+from ..core.runtime import resolve_device, seed_everything  # noqa: E402
+from ..data.registry import get_dataset_spec, load_dataset  # noqa: E402
+from ..errors import DefdistillError  # noqa: E402
+from ..models import predict_logits  # noqa: E402
+from ..store.runs import format_T, load_run, resolve_model  # noqa: E402
+from ..store.tables import record_rows  # noqa: E402
 
 NORMS = ("linf", "l2")
 DEFAULT_EPS = (0.05, 0.1, 0.2, 0.3)
@@ -386,24 +387,7 @@ register_attack(
 
 def check_attacks(names: Sequence[str]) -> list[str]:
     """Validate attack names against the registry (order kept, duplicates dropped)."""
-    names = [n.strip().lower() for n in names if n.strip()]
-    if not names:
-        raise DefdistillError(f"no attack given: choose from {', '.join(ATTACKS)}")
-    unknown = [n for n in names if n not in ATTACKS]
-    if unknown:
-        raise DefdistillError(f"unknown attack {unknown[0]!r}: choose from {', '.join(ATTACKS)}")
-    return list(dict.fromkeys(names))
-
-
-def check_eps(values: Sequence[float]) -> list[float]:
-    """Validate epsilon budgets: finite, in [0, 1] (the input range)."""
-    values = [float(v) for v in values]
-    if not values:
-        raise DefdistillError("no epsilon given: e.g. --eps 0.05,0.1,0.2,0.3")
-    for v in values:
-        if not math.isfinite(v) or v < 0 or v > 1:
-            raise DefdistillError(f"epsilon must lie in [0, 1] (inputs are in [0, 1]), got {v}")
-    return list(dict.fromkeys(values))
+    return check_names(names, ATTACKS, "attack")
 
 
 def perturbation_norms(delta: torch.Tensor, norm: str) -> torch.Tensor:

@@ -28,32 +28,20 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .data import get_dataset_spec, load_dataset
-from .distributed import barrier, current_world, main_first, session
-from .errors import DefdistillError
-from .fileio import atomic_write_with, ensure_writable_dir
-from .losses import (
-    DistillationObjective,
-    MethodSpec,
-    capture_outputs,
-    distillation_loss,
-    get_method,
-    resolve_layer,
-)
-from .models import build_model, count_parameters, get_arch_spec
-from .progress import SILENT, ProgressReporter
-from .runs import ROLES, check_temperature, format_T, load_run, resolve_model, run_dir, run_name, save_run
-from .runtime import resolve_device, seed_everything
-from .tables import record_accuracy_gap
-from .training import (
-    EVAL_BATCH,
+from ..checks import check_num_workers, check_positive_int, check_seed, check_temperature
+from ..core.distributed import barrier, current_world, main_first, session
+from ..core.fileio import atomic_write_with, ensure_writable_dir
+from ..core.progress import SILENT, ProgressReporter
+from ..core.runtime import resolve_device, seed_everything
+from ..data.registry import get_dataset_spec, load_dataset
+from ..errors import DefdistillError
+from ..models import EVAL_BATCH, accuracy, build_model, count_parameters, get_arch_spec
+from ..store.runs import ROLES, format_T, load_run, resolve_model, run_dir, run_name, save_run
+from ..store.tables import record_accuracy_gap
+from .loop import (
     Recipe,
     RunResult,
-    accuracy,
     base_meta,
-    check_num_workers,
-    check_positive_int,
-    check_seed,
     execution_meta,
     execution_settings,
     finish_meta,
@@ -62,6 +50,14 @@ from .training import (
     resolve_amp,
     training_checkpoint,
     warm_start,
+)
+from .losses import (
+    DistillationObjective,
+    MethodSpec,
+    capture_outputs,
+    distillation_loss,
+    get_method,
+    resolve_layer,
 )
 
 __all__ = ["distill", "distillation_loss", "choose_teacher", "teacher_outputs", "DistillResult"]

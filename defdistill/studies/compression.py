@@ -16,12 +16,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data import get_dataset_spec
-from .errors import DefdistillError
-from .models import ARCHITECTURES, build_model, count_parameters
-from .progress import SILENT, ProgressReporter
-from .runs import WEIGHTS_FILE, list_runs, load_run, resolve_model
-from .tables import record_rows
+from ..core.progress import SILENT, ProgressReporter
+from ..data.registry import get_dataset_spec
+from ..errors import DefdistillError
+from ..models import ARCHITECTURES, build_model, count_parameters
+from ..store.runs import WEIGHTS_FILE, list_runs, load_run, resolve_model
+from ..store.tables import record_rows
 
 LATENCY_BATCHES = (1, 256)
 

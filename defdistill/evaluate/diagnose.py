@@ -19,20 +19,20 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..checks import check_eps
+from ..core.fileio import ensure_writable_dir
+from ..core.progress import SILENT, ProgressReporter
+from ..data.registry import get_dataset_spec, load_dataset
+from ..store.tables import read_records, record_rows
 from .attacks import (
     ATTACKS,
     DEFAULT_EPS,
     AttackOutcome,
     AttackSettings,
-    check_eps,
     load_surrogate,
     load_target,
     run_attack,
 )
-from .data import get_dataset_spec, load_dataset
-from .fileio import ensure_writable_dir
-from .progress import SILENT, ProgressReporter
-from .tables import read_records, record_rows
 
 # The attacks the checks compare; all but `hsj` are reused from recorded rows when present.
 DIAGNOSIS_ATTACKS = ("fgsm", "pgd", "pgd-margin", "transfer", "cw", "hsj")

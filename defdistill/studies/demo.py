@@ -9,16 +9,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from .attacks import DEFAULT_EPS, AttackSettings, attack_model, check_attacks, check_eps
-from .data import get_dataset_spec
-from .diagnose import Diagnosis, diagnose_model
-from .distill import distill
-from .fileio import ensure_writable_dir
-from .progress import SILENT, ProgressReporter
-from .runs import check_temperature, run_name
-from .runtime import resolve_device
-from .tables import rebuild_tables
-from .training import check_positive_int, check_seed, make_recipe, train_teacher
+from ..checks import check_eps, check_positive_int, check_seed, check_temperature
+from ..core.fileio import ensure_writable_dir
+from ..core.progress import SILENT, ProgressReporter
+from ..core.runtime import resolve_device
+from ..data.registry import get_dataset_spec
+from ..evaluate.attacks import DEFAULT_EPS, AttackSettings, attack_model, check_attacks
+from ..evaluate.diagnose import Diagnosis, diagnose_model
+from ..store.runs import run_name
+from ..store.tables import rebuild_tables
+from ..train.distill import distill
+from ..train.loop import make_recipe, train_teacher
 
 
 @dataclass

@@ -28,27 +28,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import DatasetSpec, get_dataset_spec, load_dataset
-from .distill import distillation_loss
-from .errors import DefdistillError
-from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
-from .models import build_model
-from .progress import SILENT, ProgressReporter
-from .runs import check_temperature, format_T, run_dir, save_run
-from .runtime import resolve_device, seed_everything
-from .tables import RECORDS_DIR, record_rows, record_slug
-from .training import (
-    LossFn,
-    Recipe,
-    accuracy,
-    base_meta,
-    check_positive_int,
-    finish_meta,
-    fit,
-    predict_logits,
-    recipe_for,
-    temperature_cross_entropy,
-)
+from ..checks import check_positive_int, check_shadows, check_temperatures
+from ..core.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..core.progress import SILENT, ProgressReporter
+from ..core.runtime import resolve_device, seed_everything
+from ..data.registry import DatasetSpec, get_dataset_spec, load_dataset
+from ..errors import DefdistillError
+from ..models import accuracy, build_model, predict_logits
+from ..store.runs import format_T, run_dir, save_run
+from ..store.tables import RECORDS_DIR, record_rows, record_slug
+from ..train.distill import distillation_loss
+from ..train.loop import LossFn, Recipe, base_meta, finish_meta, fit, recipe_for, temperature_cross_entropy
 
 ATTACKS = ("loss", "confidence", "entropy", "lira")
 TRANSFER_SETS = ("public", "noise")
@@ -422,23 +412,6 @@ class PrivacyReport:
     figure: Path
     seconds: float
     notes: list[str] = field(default_factory=list)
-
-
-def check_temperatures(values: Sequence[float]) -> list[float]:
-    """Validate the distillation temperatures (order kept, duplicates dropped)."""
-    values = [check_temperature(v) for v in values]
-    if not values:
-        raise DefdistillError("no temperature given: e.g. --T 1,10,100")
-    return list(dict.fromkeys(values))
-
-
-def check_shadows(shadows: int) -> int:
-    """0 (no LiRA) or at least 2 shadow models."""
-    if not isinstance(shadows, int) or shadows < 0 or shadows == 1:
-        raise DefdistillError(
-            f"--shadow must be 0 (skip LiRA) or at least 2 (LiRA estimates a variance), got {shadows}"
-        )
-    return shadows
 
 
 def run_privacy(

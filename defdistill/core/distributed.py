@@ -18,7 +18,7 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 
-from .errors import DefdistillError
+from ..errors import DefdistillError
 
 T_ = TypeVar("T_")
 

@@ -18,10 +18,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .data import get_dataset_spec
-from .errors import DefdistillError
-from .fileio import atomic_paths
-from .models import ImageClassifier, build_model, get_arch_spec
+from ..core.fileio import atomic_paths
+from ..data.registry import get_dataset_spec
+from ..errors import DefdistillError
+from ..models import ImageClassifier, build_model, get_arch_spec
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "meta.json"
@@ -34,13 +34,6 @@ REQUIRED_META = ("dataset", "arch", "role", "T", "weights_sha256")
 def format_T(T: float) -> str:
     """Temperature as it appears in run names and tables: 100, 2.5 (no trailing .0)."""
     return f"{T:g}" if float(T) != int(T) else str(int(T))
-
-
-def check_temperature(T: float) -> float:
-    """Validate a temperature: finite and > 0."""
-    if not isinstance(T, (int, float)) or not math.isfinite(T) or T <= 0:
-        raise DefdistillError(f"temperature must be a finite number > 0, got {T}: try --T 100")
-    return float(T)
 
 
 def run_name(role: str, T: float) -> str:

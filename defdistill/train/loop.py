@@ -15,18 +15,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import TrainingCheckpoint
-from .data import get_dataset_spec, load_dataset
-from .distributed import World, all_reduce_sum, barrier, current_world, rank_seed, session
-from .errors import DefdistillError
-from .fileio import ensure_writable_dir
-from .models import build_model, get_arch_spec
-from .progress import SILENT, ProgressReporter
-from .runs import check_temperature, run_dir, run_name, save_run
-from .runtime import library_versions, resolve_device, seed_everything
-
-EVAL_BATCH = 1024
-
+from ..checks import check_num_workers, check_positive_int, check_seed, check_temperature
+from ..core.distributed import World, all_reduce_sum, barrier, current_world, rank_seed, session
+from ..core.fileio import ensure_writable_dir
+from ..core.progress import SILENT, ProgressReporter
+from ..core.runtime import library_versions, resolve_device, seed_everything
+from ..data.registry import get_dataset_spec, load_dataset
+from ..errors import DefdistillError
+from ..models import accuracy, build_model, get_arch_spec
+from ..store.checkpoint import TrainingCheckpoint
+from ..store.runs import run_dir, run_name, save_run
 
 OPTIMIZERS = ("adam", "sgd")
 
@@ -140,20 +138,6 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
 
 
-def check_positive_int(value: int, option: str) -> int:
-    """Validate a count option (epochs, batch size, n)."""
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise DefdistillError(f"{option} must be a positive integer, got {value}")
-    return value
-
-
-def check_seed(seed: int) -> int:
-    """Validate a seed: an integer torch, NumPy and random all accept."""
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
-        raise DefdistillError(f"--seed must be an integer in [0, 2^63), got {seed}")
-    return seed
-
-
 def make_recipe(
     dataset: str,
     epochs: int | None = None,
@@ -200,21 +184,6 @@ def training_checkpoint(
     return checkpoint, notes
 
 
-def predict_logits(
-    model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = EVAL_BATCH
-) -> torch.Tensor:
-    """Logits (T=1) of `model` on `x`, on the CPU, computed in eval mode without autograd."""
-    model.eval()
-    outputs = []
-    with torch.inference_mode():
-        for start in range(0, len(x), batch_size):
-            outputs.append(model(x[start : start + batch_size].to(device)).float().cpu())
-    return torch.cat(outputs) if outputs else torch.empty(0)
-
-
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> float:
-    """Fraction of `x` that `model` classifies as `y`."""
-    return (predict_logits(model, x, device).argmax(1) == y).float().mean().item()
 
 
 LossFn = Callable[[torch.Tensor, Any, torch.Tensor], torch.Tensor]
@@ -548,13 +517,6 @@ def train_teacher(
             checkpoint.clear()
         barrier()
     return RunResult(path, meta, notes)
-
-
-def check_num_workers(num_workers: int) -> int:
-    """Validate --num-workers."""
-    if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 0:
-        raise DefdistillError(f"--num-workers must be an integer >= 0, got {num_workers}")
-    return num_workers
 
 
 def execution_settings(amp: str | None, world: World) -> dict[str, Any]:

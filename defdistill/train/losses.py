@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import DefdistillError
-from .models import penultimate_path
+from ..errors import DefdistillError
+from ..models import penultimate_path
 
 PENULTIMATE = "penultimate"  # symbolic layer: the embedding the last linear layer reads
 

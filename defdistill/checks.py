@@ -1,0 +1,83 @@
+"""Every check of a user's input, in one place: each raises DefdistillError with one line naming
+the problem and the fix. Commands call them before any work (their preflight)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+from .errors import DefdistillError
+
+
+def check_choice(value: str, choices: Iterable[str], what: str) -> str:
+    """A name from a registry (dataset, attack, method...), matched case-insensitively."""
+    known = list(choices)
+    key = value.strip().lower() if isinstance(value, str) else value
+    if key not in known:
+        raise DefdistillError(f"unknown {what} {value!r}: choose from {', '.join(known)}")
+    return key
+
+
+def check_names(names: Sequence[str], choices: Iterable[str], what: str) -> list[str]:
+    """A comma-list of registry names (order kept, duplicates dropped)."""
+    known = list(choices)
+    names = [n.strip().lower() for n in names if n.strip()]
+    if not names:
+        raise DefdistillError(f"no {what} given: choose from {', '.join(known)}")
+    return list(dict.fromkeys(check_choice(n, known, what) for n in names))
+
+
+def check_positive_int(value: int, option: str) -> int:
+    """Validate a count option (epochs, batch size, n)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise DefdistillError(f"{option} must be a positive integer, got {value}")
+    return value
+
+
+def check_seed(seed: int) -> int:
+    """Validate a seed: an integer torch, NumPy and random all accept."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+        raise DefdistillError(f"--seed must be an integer in [0, 2^63), got {seed}")
+    return seed
+
+
+def check_temperature(T: float) -> float:
+    """Validate a temperature: finite and > 0."""
+    if not isinstance(T, (int, float)) or not math.isfinite(T) or T <= 0:
+        raise DefdistillError(f"temperature must be a finite number > 0, got {T}: try --T 100")
+    return float(T)
+
+
+def check_temperatures(values: Sequence[float]) -> list[float]:
+    """Validate the distillation temperatures (order kept, duplicates dropped)."""
+    values = [check_temperature(v) for v in values]
+    if not values:
+        raise DefdistillError("no temperature given: e.g. --T 1,10,100")
+    return list(dict.fromkeys(values))
+
+
+def check_num_workers(num_workers: int) -> int:
+    """Validate --num-workers."""
+    if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 0:
+        raise DefdistillError(f"--num-workers must be an integer >= 0, got {num_workers}")
+    return num_workers
+
+
+def check_shadows(shadows: int) -> int:
+    """0 (no LiRA) or at least 2 shadow models."""
+    if not isinstance(shadows, int) or shadows < 0 or shadows == 1:
+        raise DefdistillError(
+            f"--shadow must be 0 (skip LiRA) or at least 2 (LiRA estimates a variance), got {shadows}"
+        )
+    return shadows
+
+
+def check_eps(values: Sequence[float]) -> list[float]:
+    """Validate epsilon budgets: finite, in [0, 1] (the input range)."""
+    values = [float(v) for v in values]
+    if not values:
+        raise DefdistillError("no epsilon given: e.g. --eps 0.05,0.1,0.2,0.3")
+    for v in values:
+        if not math.isfinite(v) or v < 0 or v > 1:
+            raise DefdistillError(f"epsilon must lie in [0, 1] (inputs are in [0, 1]), got {v}")
+    return list(dict.fromkeys(values))
