@@ -32,7 +32,7 @@ from ..core.runtime import resolve_device, seed_everything  # noqa: E402
 from ..data.registry import get_dataset_spec, load_dataset  # noqa: E402
 from ..errors import DefdistillError  # noqa: E402
 from ..models import predict_logits  # noqa: E402
-from ..store.runs import format_T, load_run, resolve_model  # noqa: E402
+from ..store.runs import SURROGATE_NAME, format_T, load_run, resolve_model  # noqa: E402
 from ..store.tables import record_rows  # noqa: E402
 
 NORMS = ("linf", "l2")
@@ -79,6 +79,7 @@ class Surrogate:
     name: str
     model: torch.nn.Module
     T: float = 1.0  # its training temperature: PGD on it follows cross-entropy of logits / T
+    seed: int = 0  # the seed it was trained with (recorded in the rows)
 
 
 @dataclass(frozen=True)
@@ -517,6 +518,7 @@ def run_attack(
             rows.append({**identity, **metrics, "seconds": round(seconds, 3)})
             if spec.uses_surrogate:
                 rows[-1]["surrogate"] = settings.surrogate.name
+                rows[-1]["surrogate_seed"] = settings.surrogate.seed
             if outcomes is not None:
                 outcomes.append(
                     AttackOutcome(spec.name, spec.norm, budget, clean_correct, is_adv_all, distances_all)
@@ -524,23 +526,28 @@ def run_attack(
     return rows
 
 
-DEFAULT_SURROGATE = "teacher-T1"
+FALLBACK_SURROGATE = "teacher-T1"
 
 
 def load_surrogate(
     spec: str | None, dataset: str, runs_dir: str | Path, device: torch.device | str = "cpu"
 ) -> Surrogate:
-    """Load the transfer attack's surrogate (default: the undefended T=1 teacher of `dataset`)."""
-    name = spec or DEFAULT_SURROGATE
-    try:
-        path = resolve_model(name, runs_dir, dataset)
-    except DefdistillError as exc:
-        raise DefdistillError(
-            f"the transfer attack's surrogate {name!r} was not found ({exc}); "
-            "train it (defdistill train-teacher --T 1) or pass --surrogate RUN"
-        ) from None
-    net, meta = load_run(path, dataset=dataset, map_location=device)
-    return Surrogate(path.name, net, float(meta["T"]))
+    """Load the transfer attack's surrogate: `spec`, else `surrogate-T1` (an undefended network
+    trained with another seed), else the undefended `teacher-T1` of the same seed."""
+    names = [spec] if spec else [SURROGATE_NAME, FALLBACK_SURROGATE]
+    for name in names:
+        try:
+            path = resolve_model(name, runs_dir, dataset)
+        except DefdistillError as exc:
+            if name == names[-1]:
+                raise DefdistillError(
+                    f"the transfer attack's surrogate {name!r} was not found ({exc}); train it "
+                    "(defdistill train-teacher --T 1 --seed 1 --name surrogate-T1) or pass --surrogate RUN"
+                ) from None
+            continue
+        net, meta = load_run(path, dataset=dataset, map_location=device)
+        return Surrogate(path.name, net, float(meta["T"]), int(meta.get("seed", 0)))
+    raise AssertionError("unreachable")
 
 
 def load_target(

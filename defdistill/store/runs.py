@@ -26,6 +26,8 @@ from ..models import ImageClassifier, build_model, get_arch_spec
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "meta.json"
 ROLES = ("teacher", "student")
+# The transfer attack's default source: a T=1 network trained with another seed (train.loop.train_surrogate).
+SURROGATE_NAME = "surrogate-T1"
 CHECKPOINT_FILE = "checkpoint.safetensors"  # resumable state of an unfinished run
 CHECKPOINT_META = "checkpoint.json"
 REQUIRED_META = ("dataset", "arch", "role", "T", "weights_sha256")

@@ -32,7 +32,7 @@ from ..checks import check_num_workers, check_positive_int, check_seed, check_te
 from ..core.distributed import barrier, current_world, main_first, session
 from ..core.fileio import atomic_write_with, ensure_writable_dir
 from ..core.progress import SILENT, ProgressReporter
-from ..core.runtime import resolve_device, seed_everything
+from ..core.runtime import derive_seed, resolve_device, seed_everything
 from ..data.registry import get_dataset_spec, load_dataset
 from ..errors import DefdistillError
 from ..models import EVAL_BATCH, accuracy, build_model, count_parameters, get_arch_spec
@@ -313,7 +313,8 @@ def _distill_generation(
     )  # fmt: skip
     notes.extend(resume_notes)  # the caller's list: the command line prints it
     started = time.perf_counter()
-    seed_everything(seed)
+    init_seed = derive_seed(seed, "student", plan.T)
+    seed_everything(init_seed)
     try:
         student = build_model(arch, spec.shape, spec.num_classes, spec.mean, spec.std).to(device)
     except RuntimeError as exc:
@@ -323,7 +324,7 @@ def _distill_generation(
         ) from None
     if not (plan.resume and checkpoint.exists()):  # the teacher's warm start, when the recipe has one
         warm_start(
-            student, plan.dataset, plan.data_dir, plan.recipe, device, seed, progress, f"{name} warm start",
+            student, plan.dataset, plan.data_dir, plan.recipe, device, init_seed, progress, f"{name} warm start",
             plan.amp, plan.num_workers,
         )  # fmt: skip
 
@@ -362,7 +363,7 @@ def _distill_generation(
             t_squared=plan.recipe.t_squared,
         )
         losses = fit(
-            student, x_transfer, y_transfer, batch_targets, objective, plan.recipe, device, seed,
+            student, x_transfer, y_transfer, batch_targets, objective, plan.recipe, device, init_seed,
             progress, f"{plan.dataset} {name}", checkpoint, plan.amp, plan.num_workers,
         )  # fmt: skip
     test_acc = accuracy(student, x_test, y_test, device)
@@ -387,6 +388,7 @@ def _distill_generation(
         generation=generation,
         generations=plan.generations,
         teacher_outputs_cached=from_cache,
+        init_seed=init_seed,
         notes=notes,
         **execution_meta(plan.amp, current_world(), device, plan.num_workers),
     )

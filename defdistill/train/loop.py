@@ -19,7 +19,7 @@ from ..checks import check_num_workers, check_positive_int, check_seed, check_te
 from ..core.distributed import World, all_reduce_sum, barrier, current_world, rank_seed, session
 from ..core.fileio import ensure_writable_dir
 from ..core.progress import SILENT, ProgressReporter
-from ..core.runtime import library_versions, resolve_device, seed_everything
+from ..core.runtime import derive_seed, library_versions, resolve_device, seed_everything
 from ..data.registry import get_dataset_spec, load_dataset
 from ..errors import DefdistillError
 from ..models import accuracy, build_model, get_arch_spec
@@ -182,8 +182,6 @@ def training_checkpoint(
     elif resume:
         notes.append(f"no checkpoint in {path}: nothing to resume, training {path.name} from the first epoch")
     return checkpoint, notes
-
-
 
 
 LossFn = Callable[[torch.Tensor, Any, torch.Tensor], torch.Tensor]
@@ -420,9 +418,9 @@ def warm_start(
 
     Carlini's reference code (nn_robust_attacks, train_models.py, `train_distillation`) trains
     one such epoch and starts both the teacher at T and the student at T from it: from there
-    plain SGD trains at T=100, where from a random initialisation it does not. Built with the
-    same seed, the teacher and the student reach the same weights here, so the student starts
-    where the teacher did, as in that code.
+    plain SGD trains at T=100, where from a random initialisation it does not. Each run draws
+    its own initialisation (`derive_seed`), so the teacher and the student warm-start from
+    different weights: they share no starting point a transfer attack could exploit.
     """
     if recipe.warmup_epochs_at_T1 <= 0:
         return []
@@ -470,8 +468,10 @@ def train_teacher(
     recipe: str | None = None,
     amp: str | bool | None = "auto",
     num_workers: int = 0,
+    name: str | None = None,
+    study: str | None = None,
 ) -> RunResult:
-    """Train a teacher with cross-entropy on softmax(z/T); save it as `teacher-T<T>`.
+    """Train a teacher with cross-entropy on softmax(z/T); save it as `teacher-T<T>` (or `name`).
 
     Every epoch leaves a checkpoint in the run folder; `resume` continues from it. `recipe`
     names a preset of RECIPES (default: the dataset's); a preset with a warm start trains its
@@ -487,7 +487,7 @@ def train_teacher(
     check_num_workers(num_workers)
     torch_device = resolve_device(device)
     amp_dtype = resolve_amp(amp, torch_device)
-    name = run_name("teacher", T)
+    name = name or run_name("teacher", T)
     path = run_dir(runs_dir, dataset, name)
     x_train, y_train = load_dataset(dataset, "train", data_dir)
     x_test, y_test = load_dataset(dataset, "test", data_dir)
@@ -498,25 +498,42 @@ def train_teacher(
             path, "teacher", dataset, arch, T, seed, settings, resume, **execution_settings(amp_dtype, world)
         )
         started = time.perf_counter()
-        seed_everything(seed)
+        init_seed = derive_seed(seed, "teacher", T)
+        seed_everything(init_seed)
         model = build_model(arch, spec.shape, spec.num_classes, spec.mean, spec.std)
         if not (resume and checkpoint.exists()):  # a checkpoint already holds weights past the warm start
             warm_start(
-                model, dataset, data_dir, settings, torch_device, seed, progress,
+                model, dataset, data_dir, settings, torch_device, init_seed, progress,
                 f"{dataset} {name} warm start", amp_dtype, num_workers,
             )  # fmt: skip
         losses = fit(
-            model, x_train, y_train, y_train, temperature_cross_entropy(T), settings, torch_device, seed,
+            model, x_train, y_train, y_train, temperature_cross_entropy(T), settings, torch_device, init_seed,
             progress, f"{dataset} {name}", checkpoint, amp_dtype, num_workers,
         )  # fmt: skip
         test_acc = accuracy(model, x_test, y_test, torch_device)
         meta = finish_meta(base_meta(dataset, arch, "teacher", T, seed, settings), started, losses, test_acc)
-        meta.update(teacher=None, **execution_meta(amp_dtype, world, torch_device, num_workers))
+        meta.update(
+            teacher=None, init_seed=init_seed, **execution_meta(amp_dtype, world, torch_device, num_workers)
+        )
+        if study:  # a side run (the transfer surrogate): reached by name, never by --model teacher
+            meta["study"] = study
         if world.is_main:
             meta = save_run(path, model.cpu(), meta)
             checkpoint.clear()
         barrier()
     return RunResult(path, meta, notes)
+
+
+SURROGATE_SEED_OFFSET = 1
+
+
+def train_surrogate(dataset: str = "digits", seed: int = 0, **options: Any) -> RunResult:
+    """The transfer attack's source: an ordinary (T=1) network trained with another seed
+    (seed + 1) than the runs it attacks, saved as `surrogate-T1`. Crafting on the defended
+    model's own sibling, which shares its data order, would be close to a white-box attack."""
+    return train_teacher(
+        dataset, T=1.0, seed=seed + SURROGATE_SEED_OFFSET, name=SURROGATE_NAME, study="surrogate", **options
+    )
 
 
 def execution_settings(amp: str | None, world: World) -> dict[str, Any]:
