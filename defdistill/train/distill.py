@@ -324,8 +324,8 @@ def _distill_generation(
         ) from None
     if not (plan.resume and checkpoint.exists()):  # the teacher's warm start, when the recipe has one
         warm_start(
-            student, plan.dataset, plan.data_dir, plan.recipe, device, init_seed, progress, f"{name} warm start",
-            plan.amp, plan.num_workers,
+            student, plan.dataset, plan.data_dir, plan.recipe, device, init_seed, progress,
+            f"{name} warm start", plan.amp, plan.num_workers,
         )  # fmt: skip
 
     feature_loss, student_layer, teacher_layer = None, None, None

@@ -24,7 +24,7 @@ from ..data.registry import get_dataset_spec, load_dataset
 from ..errors import DefdistillError
 from ..models import accuracy, build_model, get_arch_spec
 from ..store.checkpoint import TrainingCheckpoint
-from ..store.runs import run_dir, run_name, save_run
+from ..store.runs import SURROGATE_NAME, run_dir, run_name, save_run
 
 OPTIMIZERS = ("adam", "sgd")
 
