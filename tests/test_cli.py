@@ -127,7 +127,7 @@ def test_demo_command_runs_the_whole_pipeline(tmp_path):
         (["distill", "--T", "100"], ["no teacher", "train-teacher --T 100"]),
         (["distill", "--alpha", "1.5"], ["--alpha must lie in [0, 1]"]),
         (["attack", "--model", "teacher"], ["ambiguous", "teacher-T1", "teacher-T100"]),
-        (["attack", "--attacks", "jsma"], ["unknown attack 'jsma'"]),
+        (["attack", "--attacks", "deepfool"], ["unknown attack 'deepfool'"]),
         (["attack", "--eps", "-0.1"], ["epsilon must lie in [0, 1]"]),
         (["attack", "--eps", "abc"], ["--eps takes comma-separated numbers"]),
         (["attack", "--n", "0"], ["--n must be a positive integer"]),

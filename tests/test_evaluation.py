@@ -22,8 +22,9 @@ from defdistill.evaluate.diagnose import (
     diagnose_model,
     gradient_measurements,
 )
+from defdistill.evaluate.worst_case import record_worst_case
 from defdistill.store.runs import load_run
-from defdistill.store.tables import ROBUSTNESS_COLUMNS, read_records, record_rows
+from defdistill.store.tables import ROBUSTNESS_COLUMNS, WORST_CASE_COLUMNS, read_records, record_rows
 
 N = 120  # test inputs per diagnosis: enough for stable rates, a few seconds per model
 EPS = (0.1, 0.2, 0.3)
@@ -82,24 +83,24 @@ def test_transfer_records_its_surrogate_after_the_contract_columns(trained_runs,
     assert row["surrogate"] == "teacher-T1" and row["success_rate"] > 0.6
     header = (tmp_path / "robustness.csv").read_text().splitlines()[0].split(",")
     assert header[: len(ROBUSTNESS_COLUMNS)] == list(ROBUSTNESS_COLUMNS)
-    assert header[len(ROBUSTNESS_COLUMNS)] == "surrogate"
+    assert "surrogate" in header[len(ROBUSTNESS_COLUMNS) :] and "surrogate_seed" in header
 
 
 def test_transfer_examples_are_reused_across_targets_with_the_numbers_of_a_fresh_run(trained_runs, tmp_path):
-    from defdistill.evaluate import attacks
+    from defdistill.evaluate import gradient
 
     kwargs = dict(attacks=["transfer"], eps=[0.1, 0.3], n=80, runs_dir=trained_runs.runs_dir, device="cpu")
-    attacks._TRANSFER_CACHE.clear()
+    gradient._TRANSFER_CACHE.clear()
     fresh = attack_model(model="student-T100", results_dir=tmp_path / "a", **kwargs).rows
-    attacks._TRANSFER_CACHE.clear()
+    gradient._TRANSFER_CACHE.clear()
     attack_model(model="teacher-T100", results_dir=tmp_path / "b", **kwargs)
-    crafted = len(attacks._TRANSFER_CACHE)
+    crafted = len(gradient._TRANSFER_CACHE)
     reused = attack_model(model="student-T100", results_dir=tmp_path / "b", **kwargs).rows
-    assert crafted == 2 and len(attacks._TRANSFER_CACHE) == crafted  # every batch was a hit
+    assert crafted == 2 and len(gradient._TRANSFER_CACHE) == crafted  # every batch was a hit
     drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert drop(reused) == drop(fresh)
     attack_model(model="student-T100", results_dir=tmp_path / "c", seed=1, **kwargs)
-    assert len(attacks._TRANSFER_CACHE) == 2 * crafted  # another seed, another random start: crafted anew
+    assert len(gradient._TRANSFER_CACHE) == 2 * crafted  # another seed, another random start: crafted anew
 
 
 def test_transfer_without_a_surrogate_is_a_clear_error(trained_runs, tmp_path):
@@ -228,39 +229,52 @@ def _row(model: str, attack: str, eps: float | None, success: float) -> dict:
     }
 
 
-def test_worst_case_table_names_the_strongest_attack_next_to_the_standard_ones(tmp_path: Path):
+def _flags(broken: set[int], n: int = 10) -> str:
+    return "".join("1" if i in broken else "0" for i in range(n))
+
+
+def _outcome_row(attack: str, eps: float | None, broken: set[int], dist: float = 0.05) -> dict:
+    """A robustness record of 10 inputs, 9 classified correctly (input 9 is not)."""
+    row = _row("student-T100", attack, eps, len(broken) / 9) | {"n": 10, "clean_acc": 0.9}
+    row["per_input"] = {
+        "clean": _flags(set(range(9))),
+        "broken": _flags(broken),
+        "dist": [dist if i in broken else None for i in range(10)],
+    }
+    return row
+
+
+def test_worst_case_is_the_per_input_union_not_the_best_single_attack(tmp_path: Path):
     rows = [
-        _row("student-T100", "fgsm", 0.1, 0.01),
-        _row("student-T100", "pgd", 0.1, 0.02),
-        _row("student-T100", "pgd-margin", 0.1, 0.40),
-        _row("student-T100", "transfer", 0.1, 0.30),
-        _row("student-T100", "fgsm", 0.2, 0.50),
-        _row("student-T100", "pgd", 0.2, 0.90),
-        _row("student-T100", "pgd-margin", 0.2, 0.90),
-        _row("student-T100", "cw", None, 1.0),
+        _outcome_row("fgsm", 0.1, {0}),
+        _outcome_row("pgd", 0.1, {0, 1}),
+        _outcome_row("pgd-margin", 0.1, {2, 3, 4}),  # the strongest alone: 3 of 9
+        _outcome_row("transfer", 0.1, {1, 5}),  # adds input 5 that no other attack broke
+        _outcome_row("fgsm", 0.2, {0, 1, 2}),
+        _outcome_row("pgd", 0.2, {0, 1, 2, 3}),
+        _outcome_row("cw", None, {0, 1, 2, 3, 4, 5, 6, 7, 8}, dist=0.5),  # L2: never mixed into L-inf
     ]
     record_rows(tmp_path, "robustness", rows)
+    (low, high) = record_worst_case(tmp_path, "digits", "student-T100")
+    assert (low["eps"], low["fgsm"], low["pgd"]) == (0.1, 1 / 9, 2 / 9)
+    assert (low["worst_attack"], low["worst_success"]) == ("pgd-margin", 3 / 9)
+    assert low["ensemble_success"] == 6 / 9 and low["ensemble_robust_acc"] == 3 / 10  # inputs 6, 7, 8
+    assert low["ensemble_attacks"] == "pgd-margin+pgd+transfer"  # greedy cover order
+    assert math.isclose(low["gap"], 6 / 9 - 2 / 9)
+    assert low["ensemble_robust_lo"] < 0.3 < low["ensemble_robust_hi"]  # a Wilson interval around it
+    assert high["ensemble_success"] == 4 / 9 and high["ensemble_attacks"] == "pgd"
     table = pd.read_csv(tmp_path / "worst_case.csv")
-    assert list(table.columns) == [
-        "dataset",
-        "model",
-        "role",
-        "T",
-        "eps",
-        "fgsm",
-        "pgd",
-        "worst_success",
-        "worst_attack",
-        "gap",
+    assert list(table.columns) == list(WORST_CASE_COLUMNS)
+    assert table["eps"].tolist() == [0.1, 0.2]  # cw has no eps and another norm
+
+
+def test_a_minimal_perturbation_attack_counts_within_eps_in_its_own_norm(tmp_path: Path):
+    rows = [
+        _outcome_row("pgd", 0.1, {0}) | {"norm": "l2"},
+        _outcome_row("cw", None, {1, 2}, dist=0.08),  # within 0.1
+        _outcome_row("fgsm", 0.05, {0}) | {"norm": "l2"},
     ]
-    assert table["eps"].tolist() == [0.1, 0.2]  # cw has no eps: it compares at no budget
-    low, high = table.iloc[0], table.iloc[1]
-    assert (low["fgsm"], low["pgd"], low["worst_success"], low["worst_attack"]) == (
-        0.01,
-        0.02,
-        0.4,
-        "pgd-margin",
-    )
-    assert math.isclose(low["gap"], 0.38)
-    assert high["worst_attack"] == "pgd" and high["gap"] == 0  # a tie names the standard attack
-    assert "| pgd-margin |" in (tmp_path / "worst_case.md").read_text()
+    record_rows(tmp_path, "robustness", rows)
+    by_eps = {row["eps"]: row for row in record_worst_case(tmp_path, "digits", "student-T100")}
+    assert by_eps[0.1]["ensemble_success"] == 3 / 9  # pgd's input 0 and cw's 1 and 2
+    assert by_eps[0.05]["ensemble_success"] == 1 / 9  # cw's distances 0.08 exceed 0.05

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from defdistill.errors import DefdistillError
+from defdistill.evaluate.worst_case import record_worst_case
 from defdistill.report import write_report
 from defdistill.store.tables import record_rows
 
@@ -28,10 +29,12 @@ def fill_results(results: Path, eps_grid: tuple[float, ...] = (0.1, 0.3)) -> Non
                 for eps in eps_grid:
                     success = 0.05 if masked else min(1.0, 3 * eps)
                     rows.append(base | {"attack": attack, "norm": "linf", "eps": eps, "success_rate": success,
-                                        "robust_acc": 0.98 * (1 - success)})  # fmt: skip
+                                        "robust_acc": 0.98 * (1 - success),
+                                        "per_input": _per_input(success, eps)})  # fmt: skip
             rows.append(
-                base | {"attack": "cw", "norm": "l2", "eps": None, "success_rate": 1.0, "robust_acc": 0.0}
-            )
+                base | {"attack": "cw", "norm": "l2", "eps": None, "success_rate": 1.0, "robust_acc": 0.0,
+                        "per_input": _per_input(1.0, 0.5)}
+            )  # fmt: skip
         gaps.append({
             "dataset": "digits", "T": T, "teacher": f"teacher-T{T:g}", "teacher_T": T, "teacher_acc": 0.98,
             "student": f"student-T{T:g}", "student_acc": 0.97, "gap_pp": 1.0, "method": "soft",
@@ -41,6 +44,18 @@ def fill_results(results: Path, eps_grid: tuple[float, ...] = (0.1, 0.3)) -> Non
     rows.append(rows[0] | {"model": "student-T100-fitnets", "role": "student", "T": 100.0})
     record_rows(results, "robustness", rows)
     record_rows(results, "accuracy_gap", gaps)
+    for model in {row["model"] for row in rows}:
+        record_worst_case(results, "digits", model)
+
+
+def _per_input(success: float, distance: float) -> dict:
+    """Per-input results of 100 inputs, 98 classified correctly, the first `success` of them broken."""
+    broken = round(success * 98)
+    return {
+        "clean": "1" * 98 + "00",
+        "broken": "1" * broken + "0" * (100 - broken),
+        "dist": [distance] * broken + [None] * (100 - broken),
+    }
 
 
 def test_report_writes_valid_pngs_and_links_each_from_report_md(tmp_path: Path) -> None:

@@ -1,18 +1,17 @@
-"""Attacks through Foolbox 3 and the metrics every table reports.
+"""The attack registry and the runner that measures and records every attack the same way.
 
-Each attack is a registry entry: a norm, whether it takes an epsilon budget, and how to
-build the Foolbox attack from `AttackSettings`. The metrics (success_rate, robust_acc,
-median_dist) are defined once, in `attack_metrics`.
+Each attack is a registry entry: the norms it supports, whether it takes an epsilon budget,
+and how to build it from `AttackSettings` (a Foolbox attack, or a batch function for attacks
+Foolbox lacks, such as JSMA). The attack families live in their own modules (gradient, cw,
+decision, apgd, square, autoattack, noise, jsma); the metrics are defined once, in metrics.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import os
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,10 +21,9 @@ import torch
 
 # Foolbox imports GitPython, which refuses to import without a git binary unless told to be quiet.
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-import eagerpy as ep  # noqa: E402  (Foolbox's tensor layer)
 import foolbox as fb  # noqa: E402
 
-from ..checks import check_eps, check_names, check_positive_int, check_seed, check_temperature  # noqa: E402
+from ..checks import check_choice, check_eps, check_names, check_positive_int, check_seed, check_temperature  # noqa: E402
 from ..core.fileio import ensure_writable_dir  # noqa: E402
 from ..core.progress import SILENT, ProgressReporter  # noqa: E402
 from ..core.runtime import resolve_device, seed_everything  # noqa: E402
@@ -33,7 +31,20 @@ from ..data.registry import get_dataset_spec, load_dataset  # noqa: E402
 from ..errors import DefdistillError  # noqa: E402
 from ..models import predict_logits  # noqa: E402
 from ..store.runs import SURROGATE_NAME, format_T, load_run, resolve_model  # noqa: E402
-from ..store.tables import record_rows  # noqa: E402
+from ..store.tables import (
+    PER_INPUT,  # noqa: E402
+    record_rows,  # noqa: E402
+)
+from .apgd import APGD, APGDT  # noqa: E402
+from .autoattack import AUTOATTACK_VERSION, AutoAttack  # noqa: E402
+from .cw import L2CarliniWagner  # noqa: E402
+from .decision import HopSkipJump  # noqa: E402
+from .gradient import FGSM, MarginLinfPGD, TemperatureLinfPGD, TransferAttack, _digest  # noqa: E402
+from .jsma import jsma_all_targets  # noqa: E402
+from .metrics import AttackOutcome, attack_metrics, encode_flags, perturbation_norms  # noqa: E402
+from .noise import RandomNoise  # noqa: E402
+from .square import Square  # noqa: E402
+from .worst_case import record_worst_case  # noqa: E402
 
 NORMS = ("linf", "l2")
 DEFAULT_EPS = (0.05, 0.1, 0.2, 0.3)
@@ -43,23 +54,37 @@ DEFAULT_EPS = (0.05, 0.1, 0.2, 0.3)
 class AttackSettings:
     """Attack hyper-parameters; the defaults are the ones the tables are made with.
 
-    PGD: Madry et al.'s L-inf PGD as Foolbox implements it (random start, step = eps * rel_stepsize).
+    PGD: Madry et al.'s PGD as Foolbox implements it (random start, step = eps * rel_stepsize),
+    with Madry et al.'s step of 2.5 eps / steps, so the iterates can cross the whole ball (at
+    eps/30 per step, 40 steps travel 1.3 eps and PGD lost to one FGSM step); `pgd_restarts`
+    random restarts, each on the inputs still standing.
+    APGD (Croce & Hein 2020): 100 iterations, its own step-size schedule, 9 target classes for
+    APGD-T. Square: 5,000 queries. Noise: the best of 100 random corners of the ball.
     CW: Carlini & Wagner's L2 attack (Adam on tanh variables, margin loss on the logits, binary
     search over the constant c). Foolbox's 10,000 steps x 9 searches is hours on a CPU. On
     digits (benchmarks/run.py) the Adam steps limit success, not the searches: at step 0.01,
     100 x 5 finds adversarial examples for 92% of the inputs of teacher-T1, 500 x 3 for 100%
     at 2.4x the time; at step 0.02, 200 x 3 finds them for 100% of the inputs of teacher-T1,
     teacher-T100 and student-T100, with a smaller median L2, in the time 100 x 5 took.
+    JSMA: theta = +1, at most gamma = 14.5% of the pixels changed, every other class as target.
     """
 
+    norm: str = "linf"  # the budget's norm, for the attacks that take one
     pgd_steps: int = 40
-    pgd_rel_stepsize: float = 0.01 / 0.3
+    pgd_rel_stepsize: float = 2.5 / 40
     pgd_random_start: bool = True
+    pgd_restarts: int = 1
+    apgd_steps: int = 100
+    apgd_restarts: int = 1
+    apgd_targets: int = 9
+    square_queries: int = 5000
+    noise_draws: int = 100
     cw_steps: int = 200
     cw_binary_search_steps: int = 3
     cw_stepsize: float = 0.02
     cw_confidence: float = 0.0
     cw_initial_const: float = 0.01
+    jsma_gamma: float = 0.145
     batch_size: int = 512
     # The attacked model's training temperature: `pgd-t` divides its logits by it.
     model_T: float = 1.0
@@ -83,16 +108,46 @@ class Surrogate:
 
 
 @dataclass(frozen=True)
+class BatchResult:
+    """What an attack that does not go through a Foolbox attack object returns for one batch."""
+
+    is_adv: torch.Tensor  # (B,) bool
+    distances: torch.Tensor  # (B,) perturbation norms
+    counts: dict[str, int] = field(default_factory=dict)  # summed over batches into the row
+
+
+BatchRunner = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, "AttackSettings"], BatchResult]
+
+
+@dataclass(frozen=True)
 class AttackSpec:
-    """A registered attack."""
+    """A registered attack.
+
+    `norms`: the budget norms it supports (a minimal-perturbation attack has one, its own).
+    `build(settings, norm)` makes the Foolbox attack; an attack outside Foolbox gives
+    `run_batch` instead. `settings` names the AttackSettings fields that shape its results:
+    their values, digested, are recorded with every row, so rows are reused only when comparable.
+    """
 
     name: str
-    norm: str
+    norms: tuple[str, ...]
     bounded: bool  # takes an epsilon budget; False for minimal-perturbation attacks
     description: str
-    build: Callable[[AttackSettings], fb.attacks.Attack]
+    build: Callable[[AttackSettings, str], fb.attacks.Attack] | None = None
+    run_batch: BatchRunner | None = None
+    settings: tuple[str, ...] = ()
     uses_surrogate: bool = False  # needs `settings.surrogate`; its rows name it
     subset: bool = False  # runs on the first `settings.decision_n` inputs only
+    restartable: bool = False  # `pgd_restarts` repeats it from new random starts
+
+    @property
+    def norm(self) -> str:
+        """The norm it reports when no budget norm applies (its own)."""
+        return self.norms[0]
+
+    def row_norm(self, settings: AttackSettings) -> str:
+        """The norm of its rows under `settings`."""
+        return settings.norm if self.bounded else self.norm
 
 
 ATTACKS: dict[str, AttackSpec] = {}
@@ -104,232 +159,20 @@ def register_attack(spec: AttackSpec) -> AttackSpec:
     return spec
 
 
-class FGSM(fb.attacks.FGSM):
-    """Foolbox's FGSM, keeping the logits of its one forward pass in `clean_logits`.
-
-    FGSM takes its single gradient at the clean inputs, so those logits are the clean
-    predictions that `run_attack` needs: kept, they spare it a forward pass. The attack
-    itself is Foolbox's, unchanged (same loss, same step, same adversarial examples).
-    """
-
-    clean_logits: torch.Tensor | None = None
-
-    def get_loss_fn(self, model: Any, labels: Any) -> Callable[[Any], Any]:
-        def keeping_logits(inputs: Any) -> Any:
-            logits = model(inputs)
-            self.clean_logits = logits.raw.detach()
-            return logits
-
-        return super().get_loss_fn(keeping_logits, labels)
-
-
-register_attack(
-    AttackSpec(
-        "fgsm",
-        "linf",
-        True,
-        "Fast Gradient Sign Method (Goodfellow et al. 2015), one step",
-        lambda s: FGSM(),
-    )
-)
-register_attack(
-    AttackSpec(
-        "pgd",
-        "linf",
-        True,
-        "L-inf projected gradient descent on cross-entropy (Madry et al. 2018)",
-        lambda s: fb.attacks.LinfPGD(
-            steps=s.pgd_steps, rel_stepsize=s.pgd_rel_stepsize, random_start=s.pgd_random_start
-        ),
-    )
-)
-
-
-class L2CarliniWagner(fb.attacks.L2CarliniWagnerAttack):
-    """Foolbox's Carlini-Wagner L2 attack, returning the input itself where its search failed.
-
-    Foolbox starts its best adversarials at all-zero images and returns those for inputs it
-    never made adversarial; its success check then classifies a black image, which a model
-    usually misclassifies, so a failed search counted as a success at the image's own norm.
-    Carlini's reference code returns the original input instead: never adversarial for a
-    correctly classified input. A genuine minimal adversarial is never exactly all zero.
-    """
-
-    def run(
-        self, model: Any, inputs: Any, criterion: Any, *, early_stop: float | None = None, **kwargs: Any
-    ) -> Any:
-        found = super().run(model, inputs, criterion, early_stop=early_stop, **kwargs)
-        (x, adv), restore_type = ep.astensors_(inputs, found)
-        failed = ep.flatten(adv, start=1).abs().max(axis=-1) == 0
-        return restore_type(ep.where(failed.reshape((-1,) + (1,) * (x.ndim - 1)), x, adv))
-
-
-register_attack(
-    AttackSpec(
-        "cw",
-        "l2",
-        False,
-        "Carlini-Wagner L2, minimal perturbation on the logits (Carlini & Wagner 2017)",
-        lambda s: L2CarliniWagner(
-            binary_search_steps=s.cw_binary_search_steps,
-            steps=s.cw_steps,
-            stepsize=s.cw_stepsize,
-            confidence=s.cw_confidence,
-            initial_const=s.cw_initial_const,
-            abort_early=True,
-        ),
-    )
-)
-
-
-class MarginLinfPGD(fb.attacks.LinfPGD):
-    """L-inf PGD ascending the Carlini-Wagner margin max_{i != y} z_i - z_y on the logits.
-
-    Carlini & Wagner (2017) replace cross-entropy by this margin because it does not saturate:
-    scaling the logits by T scales its gradient by T, where the cross-entropy gradient of a
-    distilled network underflows to exactly zero. The sign step of L-inf PGD ignores the scale.
-    """
-
-    def get_loss_fn(self, model: Any, labels: Any) -> Callable[[Any], Any]:
-        def margin(inputs: Any) -> Any:
-            logits = model(inputs)
-            true = (logits * ep.onehot_like(logits, labels)).sum(axis=-1)
-            best_other = (logits - ep.onehot_like(logits, labels, value=ep.inf)).max(axis=-1)
-            return (best_other - true).sum()
-
-        return margin
-
-
-class TemperatureLinfPGD(fb.attacks.LinfPGD):
-    """L-inf PGD on the cross-entropy of logits / T (Carlini & Wagner 2016 on distillation).
-
-    Dividing a network's logits by the temperature it was trained at undoes the scale that
-    saturates its softmax at T=1, so the cross-entropy gradient no longer vanishes.
-    """
-
-    def __init__(self, *, T: float = 1.0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.T = float(T)
-
-    def get_loss_fn(self, model: Any, labels: Any) -> Callable[[Any], Any]:
-        def scaled(inputs: Any) -> Any:
-            return model(inputs) / self.T
-
-        return super().get_loss_fn(scaled, labels)
-
-
-class TransferAttack(fb.attacks.base.FixedEpsilonAttack):
-    """Craft adversarial examples with `attack` on a surrogate model, judge them on the target.
-
-    A black-box transfer attack (Papernot et al. 2017): it never queries the target's
-    gradients. Foolbox's base class evaluates success on the model the attack is called with,
-    which is the target.
-    """
-
-    def __init__(
-        self, surrogate: fb.Model, attack: fb.attacks.base.FixedEpsilonAttack, identity: str = ""
-    ) -> None:
-        self.surrogate = surrogate
-        self.attack = attack
-        self.identity = identity  # the surrogate's weights and the attack's settings; "" disables the cache
-
-    @property
-    def distance(self) -> Any:
-        return self.attack.distance
-
-    def run(self, model: Any, inputs: Any, criterion: Any, *, epsilon: float, **kwargs: Any) -> Any:
-        # The examples depend on the surrogate, the inputs, the labels, epsilon and the random
-        # start, never on the target: attacking a second model on the same inputs (the demo's
-        # three models, a sweep's teacher and student) reuses them. The generator state is part
-        # of the key and is restored on a hit, so the numbers are those of crafting them again.
-        x = ep.astensor(inputs)
-        labels = fb.attacks.base.get_criterion(criterion)
-        if not self.identity or kwargs or not isinstance(labels, fb.criteria.Misclassification):
-            return self.attack.run(self.surrogate, inputs, criterion, epsilon=epsilon, **kwargs)
-        device = x.raw.device
-        key = _digest(self.identity, epsilon, x.raw, labels.labels.raw, _rng_state(device))
-        if key in _TRANSFER_CACHE:
-            adversarial, state_after = _TRANSFER_CACHE[key]
-            _TRANSFER_CACHE.move_to_end(key)
-            _set_rng_state(device, state_after)
-            return ep.astensor(adversarial.clone())
-        adversarial = self.attack.run(self.surrogate, inputs, criterion, epsilon=epsilon, **kwargs)
-        _TRANSFER_CACHE[key] = (ep.astensor(adversarial).raw.detach().clone(), _rng_state(device))
-        while len(_TRANSFER_CACHE) > TRANSFER_CACHE_SIZE:
-            _TRANSFER_CACHE.popitem(last=False)
-        return adversarial
-
-
-TRANSFER_CACHE_SIZE = 256  # batches: 4 budgets x 64 batches of 500 inputs, a few MB for digits or MNIST
-_TRANSFER_CACHE: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
-
-
-def _rng_state(device: torch.device) -> torch.Tensor:
-    """The state of the generator a random start on `device` draws from."""
-    if device.type == "cuda":
-        return torch.cuda.get_rng_state(device)
-    return torch.get_rng_state()
-
-
-def _set_rng_state(device: torch.device, state: torch.Tensor) -> None:
-    if device.type == "cuda":
-        torch.cuda.set_rng_state(state, device)
-    else:
-        torch.set_rng_state(state)
-
-
-def _digest(*parts: Any) -> str:
-    digest = hashlib.sha256()
-    for part in parts:
-        if isinstance(part, torch.Tensor):
-            part = part.detach().cpu().contiguous()
-            digest.update(str((part.dtype, tuple(part.shape))).encode())
-            digest.update(
-                part.numpy().tobytes() if part.dtype != torch.bfloat16 else part.float().numpy().tobytes()
-            )
-        else:
-            digest.update(repr(part).encode())
-        digest.update(b"|")
-    return digest.hexdigest()
-
-
-class HopSkipJump(fb.attacks.HopSkipJumpAttack):
-    """Foolbox's HopSkipJump (Chen et al. 2020), run on the inputs it can start from.
-
-    HopSkipJump walks along the decision boundary from an adversarial starting point (blended
-    uniform noise). Foolbox raises when a single input has none; here such an input is
-    returned unchanged (not adversarial), as is an input already misclassified.
-    """
-
-    def run(
-        self, model: Any, inputs: Any, criterion: Any, *, early_stop: float | None = None, **kwargs: Any
-    ) -> Any:
-        x, restore_type = ep.astensor_(inputs)
-        criterion_ = fb.attacks.base.get_criterion(criterion)
-        untargeted = isinstance(criterion_, fb.criteria.Misclassification)
-        if kwargs.get("starting_points") is not None or not untargeted:
-            return super().run(model, inputs, criterion, early_stop=early_stop, **kwargs)
-        is_adversarial = fb.attacks.base.get_is_adversarial(criterion_, model)
-        init = self.init_attack or fb.attacks.LinearSearchBlendedUniformNoiseAttack(steps=50)
-        starts = init.run(model, x, criterion_, early_stop=early_stop)
-        todo = (is_adversarial(starts).raw & ~is_adversarial(x).raw).nonzero().squeeze(1)
-        result = x.raw.clone()
-        if len(todo):
-            labels = fb.criteria.Misclassification(criterion_.labels.raw[todo])
-            result[todo] = super().run(
-                model, x.raw[todo], labels, early_stop=early_stop, starting_points=starts.raw[todo]
-            )
-        return restore_type(ep.astensor(result))
-
-
-NO_SURROGATE = "the {name} attack needs a surrogate model: pass --surrogate RUN (e.g. teacher-T1)"
+NO_SURROGATE = "the {name} attack needs a surrogate model: pass --surrogate RUN (e.g. surrogate-T1)"
+PGD_SETTINGS = ("pgd_steps", "pgd_rel_stepsize", "pgd_random_start", "pgd_restarts")
+APGD_SETTINGS = ("apgd_steps", "apgd_restarts")
 
 
 def _pgd_kwargs(s: AttackSettings) -> dict[str, Any]:
     return {"steps": s.pgd_steps, "rel_stepsize": s.pgd_rel_stepsize, "random_start": s.pgd_random_start}
 
 
-def _build_transfer(s: AttackSettings) -> TransferAttack:
+def _pgd(s: AttackSettings, norm: str) -> fb.attacks.Attack:
+    return (fb.attacks.LinfPGD if norm == "linf" else fb.attacks.L2PGD)(**_pgd_kwargs(s))
+
+
+def _build_transfer(s: AttackSettings, norm: str) -> TransferAttack:
     if s.surrogate is None:
         raise DefdistillError(NO_SURROGATE.format(name="transfer"))
     net = s.surrogate.model.eval()
@@ -339,51 +182,110 @@ def _build_transfer(s: AttackSettings) -> TransferAttack:
     return TransferAttack(surrogate, TemperatureLinfPGD(T=s.surrogate.T, **_pgd_kwargs(s)), identity)
 
 
-register_attack(
+def _jsma_runner(variant: str) -> BatchRunner:
+    def run(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, s: AttackSettings) -> BatchResult:
+        result = jsma_all_targets(model, x, y, variant=variant, gamma=s.jsma_gamma)
+        with torch.no_grad():
+            correct = model(x).argmax(1) == y
+        pairs = result.success[correct]
+        distances = torch.nan_to_num(result.min_l0_fraction, nan=math.inf)
+        return BatchResult(
+            result.any_success, distances, {"pairs": pairs.numel(), "pairs_success": int(pairs.sum())}
+        )
+
+    return run
+
+
+for _spec in (
     AttackSpec(
-        "pgd-margin",
-        "linf",
-        True,
+        "fgsm", NORMS, True, "Fast Gradient Sign Method (Goodfellow et al. 2015), one step",
+        lambda s, norm: FGSM() if norm == "linf" else fb.attacks.L2FastGradientAttack(),
+    ),
+    AttackSpec(
+        "pgd", NORMS, True, "projected gradient descent on cross-entropy, step 2.5 eps / steps "
+        "(Madry et al. 2018)", _pgd, settings=PGD_SETTINGS, restartable=True,
+    ),
+    AttackSpec(
+        "cw", ("l2",), False,
+        "Carlini-Wagner L2, minimal perturbation on the logits (Carlini & Wagner 2017)",
+        lambda s, norm: L2CarliniWagner(
+            binary_search_steps=s.cw_binary_search_steps, steps=s.cw_steps, stepsize=s.cw_stepsize,
+            confidence=s.cw_confidence, initial_const=s.cw_initial_const, abort_early=True,
+        ),
+        settings=("cw_steps", "cw_binary_search_steps", "cw_stepsize", "cw_confidence", "cw_initial_const"),
+    ),
+    AttackSpec(
+        "pgd-margin", ("linf",), True,
         "L-inf PGD on the Carlini-Wagner margin loss over the logits (Carlini & Wagner 2017)",
-        lambda s: MarginLinfPGD(**_pgd_kwargs(s)),
-    )
-)
-register_attack(
+        lambda s, norm: MarginLinfPGD(**_pgd_kwargs(s)), settings=PGD_SETTINGS, restartable=True,
+    ),
     AttackSpec(
-        "pgd-t",
-        "linf",
-        True,
+        "pgd-t", ("linf",), True,
         "L-inf PGD on cross-entropy of logits / T, T the model's training temperature "
         "(Carlini & Wagner 2016)",
-        lambda s: TemperatureLinfPGD(T=s.model_T, **_pgd_kwargs(s)),
-    )
-)
-register_attack(
+        lambda s, norm: TemperatureLinfPGD(T=s.model_T, **_pgd_kwargs(s)),
+        settings=(*PGD_SETTINGS, "model_T"), restartable=True,
+    ),
     AttackSpec(
-        "transfer",
-        "linf",
-        True,
-        "L-inf PGD crafted on a surrogate (default teacher-T1), evaluated on the target "
-        "(Papernot et al. 2017)",
-        _build_transfer,
-        uses_surrogate=True,
-    )
-)
-register_attack(
+        "transfer", ("linf",), True,
+        "L-inf PGD crafted on a surrogate (default surrogate-T1, trained with another seed), "
+        "evaluated on the target (Papernot et al. 2017)",
+        _build_transfer, settings=PGD_SETTINGS, uses_surrogate=True,
+    ),
     AttackSpec(
-        "hsj",
-        "linf",
-        False,
+        "hsj", ("linf",), False,
         "HopSkipJump, decision-based and gradient-free, L-inf, on the first 50 inputs (Chen et al. 2020)",
-        lambda s: HopSkipJump(
-            steps=s.hsj_steps,
-            initial_gradient_eval_steps=s.hsj_initial_evals,
-            max_gradient_eval_steps=s.hsj_max_evals,
-            constraint="linf",
+        lambda s, norm: HopSkipJump(
+            steps=s.hsj_steps, initial_gradient_eval_steps=s.hsj_initial_evals,
+            max_gradient_eval_steps=s.hsj_max_evals, constraint="linf",
         ),
-        subset=True,
-    )
-)
+        settings=("decision_n", "hsj_steps", "hsj_initial_evals", "hsj_max_evals"), subset=True,
+    ),
+    AttackSpec(
+        "apgd-ce", NORMS, True, "APGD on cross-entropy, 100 steps (Croce & Hein 2020)",
+        lambda s, norm: APGD(loss="ce", norm=norm, steps=s.apgd_steps, restarts=s.apgd_restarts),
+        settings=APGD_SETTINGS,
+    ),
+    AttackSpec(
+        "apgd-dlr", NORMS, True,
+        "APGD on the difference-of-logits ratio, invariant to the logits' scale (Croce & Hein 2020)",
+        lambda s, norm: APGD(loss="dlr", norm=norm, steps=s.apgd_steps, restarts=s.apgd_restarts),
+        settings=APGD_SETTINGS,
+    ),
+    AttackSpec(
+        "apgd-t", NORMS, True, "APGD on the targeted DLR loss toward the 9 top other classes "
+        "(Croce & Hein 2020)",
+        lambda s, norm: APGDT(
+            norm=norm, steps=s.apgd_steps, restarts=s.apgd_restarts, n_target_classes=s.apgd_targets
+        ),
+        settings=(*APGD_SETTINGS, "apgd_targets"),
+    ),
+    AttackSpec(
+        "square", NORMS, True, "Square Attack, score-based black-box on the margin (Andriushchenko et al. "
+        "2020)", lambda s, norm: Square(norm=norm, n_queries=s.square_queries), settings=("square_queries",),
+    ),
+    AttackSpec(
+        "autoattack", NORMS, True, f"AutoAttack cascade ({AUTOATTACK_VERSION}), each on the inputs "
+        "still standing (Croce & Hein 2020)",
+        lambda s, norm: AutoAttack(
+            norm=norm, steps=s.apgd_steps, n_target_classes=s.apgd_targets, square_queries=s.square_queries
+        ),
+        settings=("apgd_steps", "apgd_targets", "square_queries"),
+    ),
+    AttackSpec(
+        "noise", NORMS, True, "best of 100 random corners of the ball: the floor every attack must beat",
+        lambda s, norm: RandomNoise(norm=norm, draws=s.noise_draws), settings=("noise_draws",),
+    ),
+    AttackSpec(
+        "jsma", ("l0",), False, "JSMA-F: saliency on the softmax's Jacobian, every other class as target, "
+        "gamma 14.5% (Papernot et al. 2016)", run_batch=_jsma_runner("f"), settings=("jsma_gamma",),
+    ),
+    AttackSpec(
+        "jsma-z", ("l0",), False, "JSMA-Z: saliency on the logits' Jacobian (Carlini & Wagner 2017)",
+        run_batch=_jsma_runner("z"), settings=("jsma_gamma",),
+    ),
+):  # fmt: skip
+    register_attack(_spec)
 
 
 def check_attacks(names: Sequence[str]) -> list[str]:
@@ -391,34 +293,38 @@ def check_attacks(names: Sequence[str]) -> list[str]:
     return check_names(names, ATTACKS, "attack")
 
 
-def perturbation_norms(delta: torch.Tensor, norm: str) -> torch.Tensor:
-    """Per-example L-inf or L2 norm of a perturbation batch."""
-    flat = delta.flatten(1)
-    return flat.abs().amax(1) if norm == "linf" else flat.norm(p=2, dim=1)
+def check_norm(norm: str, attacks: Sequence[str] = ()) -> str:
+    """Validate the budget norm and that every bounded attack in `attacks` supports it."""
+    norm = check_choice(norm, NORMS, "norm")
+    for name in attacks:
+        spec = ATTACKS[name]
+        if spec.bounded and norm not in spec.norms:
+            raise DefdistillError(
+                f"attack {name!r} supports {', '.join(spec.norms)}, not {norm}: drop it or use --norm linf"
+            )
+    return norm
 
 
-def attack_metrics(
-    clean_correct: torch.Tensor, is_adv: torch.Tensor, distances: torch.Tensor
-) -> dict[str, float | int]:
-    """The contract's metrics from per-input outcomes.
+def check_budgets(values: Sequence[float], norm: str, dims: int | None = None) -> list[float]:
+    """Validate budgets for `norm`: L-inf in [0, 1]; L2 in [0, sqrt(dims)] (the input range)."""
+    if norm == "linf":
+        return check_eps(values)
+    values = [float(v) for v in values]
+    if not values:
+        raise DefdistillError("no epsilon given: e.g. --eps 0.5,1,2")
+    limit = math.sqrt(dims) if dims else math.inf
+    for v in values:
+        if not math.isfinite(v) or v < 0 or v > limit:
+            raise DefdistillError(f"an L2 epsilon must lie in [0, {limit:.3g}] for these inputs, got {v}")
+    return list(dict.fromkeys(values))
 
-    success_rate: adversarial examples found among the inputs classified correctly
-    (Papernot's adversarial sample success rate); robust_acc: inputs still correct after the
-    attack over all n; median_dist: median perturbation norm of the successful examples.
-    """
-    clean_correct, is_adv = clean_correct.bool(), is_adv.bool()
-    n = len(clean_correct)
-    n_correct = int(clean_correct.sum())
-    success = clean_correct & is_adv
-    n_success = int(success.sum())
-    return {
-        "n": n,
-        "clean_acc": n_correct / n if n else math.nan,
-        "robust_acc": int((clean_correct & ~is_adv).sum()) / n if n else math.nan,
-        "success_rate": n_success / n_correct if n_correct else math.nan,
-        # quantile, not Tensor.median: the latter returns the lower of the two middle values
-        "median_dist": float(distances[success].double().quantile(0.5)) if n_success else math.nan,
-    }
+
+def settings_digest(spec: AttackSpec, settings: AttackSettings, norm: str, seed: int) -> str:
+    """A short digest of everything that shapes an attack's rows besides the model and inputs."""
+    values = {name: getattr(settings, name) for name in spec.settings}
+    if spec.uses_surrogate and settings.surrogate is not None:
+        values["surrogate"] = (settings.surrogate.name, settings.surrogate.seed)
+    return _digest(spec.name, norm, seed, sorted(values.items()))[:16]
 
 
 @contextlib.contextmanager
@@ -439,21 +345,28 @@ def input_gradients_only(model: torch.nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-@dataclass(frozen=True)
-class AttackOutcome:
-    """Per-input results behind one row: clean correctness, success and perturbation norm."""
-
-    attack: str
-    norm: str
-    eps: float | None
-    clean_correct: torch.Tensor
-    is_adv: torch.Tensor
-    distances: torch.Tensor
-
-    def success_within(self, eps: float) -> float:
-        """Success rate counting only adversarial examples of norm <= eps (for minimisation attacks)."""
-        within = self.is_adv.bool() & (self.distances <= eps + 1e-6)  # float32 slack at the boundary
-        return float(attack_metrics(self.clean_correct, within, self.distances)["success_rate"])
+def _foolbox_batch(
+    fb_attack: fb.attacks.Attack,
+    fmodel: fb.PyTorchModel,
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+    budget: float | None,
+    norm: str,
+    restarts: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(is_adv, distances, clean correctness if the attack saw it) of one batch; restarts
+    re-run the attack from new random starts on the inputs it has not broken yet."""
+    _, clipped, success = fb_attack(fmodel, xb, yb, epsilons=budget)
+    kept = getattr(fb_attack, "clean_logits", None)
+    clean = kept.argmax(1) == yb if kept is not None else None
+    for _ in range(restarts - 1):
+        todo = (~success).nonzero().squeeze(1)
+        if not len(todo):
+            break
+        _, again, hit = fb_attack(fmodel, xb[todo], yb[todo], epsilons=budget)
+        clipped[todo[hit]] = again[hit]
+        success[todo[hit]] = True
+    return success, perturbation_norms(clipped - xb, norm), clean
 
 
 def run_attack(
@@ -470,21 +383,29 @@ def run_attack(
 ) -> list[dict[str, Any]]:
     """Attack `model` on (x, y); one row of metrics per epsilon (one row for unbounded attacks).
 
-    A list passed as `outcomes` receives each row's per-input results, for checks that need
-    more than the summary (diagnose.py measures a minimisation attack's success within eps).
+    Each row keeps its per-input results under `per_input` (clean correctness, broken or not,
+    perturbation norm), with the seed and a digest of the settings, so that the per-input worst
+    case over attacks can be taken later. A list passed as `outcomes` receives them as tensors.
     """
     spec = ATTACKS[check_attacks([attack])[0]]
+    norm = spec.row_norm(settings)
+    if spec.bounded:
+        check_norm(norm, [spec.name])
     if spec.uses_surrogate and settings.surrogate is None:
         raise DefdistillError(NO_SURROGATE.format(name=spec.name))
     if spec.subset:
         x, y = x[: settings.decision_n], y[: settings.decision_n]
     device = torch.device(device)
     model = model.to(device).eval()
-    surrogate = settings.surrogate.model.to(device).eval() if spec.uses_surrogate else model
+    surrogate = (
+        settings.surrogate.model.to(device).eval() if spec.uses_surrogate and settings.surrogate else model
+    )
     fmodel = fb.PyTorchModel(model, bounds=(0, 1), device=device)
     clean_correct: torch.Tensor | None = None
-    budgets: list[float | None] = list(check_eps(eps)) if spec.bounded else [None]
+    budgets: list[float | None] = list(check_budgets(eps, norm, x[0].numel())) if spec.bounded else [None]
     batches = range(0, len(x), settings.batch_size)
+    restarts = settings.pgd_restarts if spec.restartable else 1
+    digest = settings_digest(spec, settings, norm, seed)
     rows = []
     with (
         progress.task(f"{attack}", len(budgets) * len(batches)) as advance,
@@ -494,17 +415,25 @@ def run_attack(
     ):
         for budget in budgets:
             seed_everything(seed)
-            fb_attack = spec.build(settings)
+            fb_attack = spec.build(settings, norm) if spec.build is not None else None
             started = time.perf_counter()
             is_adv, distances, kept = [], [], []
+            counts: dict[str, int] = {}
             for start in batches:
                 xb = x[start : start + settings.batch_size].to(device)
                 yb = y[start : start + settings.batch_size].to(device)
-                _, clipped, success = fb_attack(fmodel, xb, yb, epsilons=budget)
+                if spec.run_batch is not None:
+                    result = spec.run_batch(model, xb, yb, settings)
+                    success, dist = result.is_adv, result.distances
+                    for key, value in result.counts.items():
+                        counts[key] = counts.get(key, 0) + value
+                else:
+                    assert fb_attack is not None
+                    success, dist, clean = _foolbox_batch(fb_attack, fmodel, xb, yb, budget, norm, restarts)
+                    if clean is not None:  # it saw the clean inputs
+                        kept.append(clean)
                 is_adv.append(success)
-                distances.append(perturbation_norms(clipped - xb, spec.norm))
-                if getattr(fb_attack, "clean_logits", None) is not None:  # it saw the clean inputs
-                    kept.append(fb_attack.clean_logits.argmax(1) == yb)
+                distances.append(dist)
                 advance(1)
             # one device-to-host copy per row, not one per batch
             is_adv_all, distances_all = torch.cat(is_adv).cpu(), torch.cat(distances).cpu()
@@ -514,15 +443,26 @@ def run_attack(
             elif clean_correct is None:
                 clean_correct = predict_logits(model, x, device).argmax(1) == y
             metrics = attack_metrics(clean_correct, is_adv_all, distances_all)
-            identity = {"attack": spec.name, "norm": spec.norm, "eps": budget}
-            rows.append({**identity, **metrics, "seconds": round(seconds, 3)})
-            if spec.uses_surrogate:
-                rows[-1]["surrogate"] = settings.surrogate.name
-                rows[-1]["surrogate_seed"] = settings.surrogate.seed
-            if outcomes is not None:
-                outcomes.append(
-                    AttackOutcome(spec.name, spec.norm, budget, clean_correct, is_adv_all, distances_all)
+            if "pairs" in counts:  # JSMA: Papernot's success rate over (input, target) pairs
+                metrics["success_rate"] = (
+                    counts["pairs_success"] / counts["pairs"] if counts["pairs"] else math.nan
                 )
+            outcome = AttackOutcome(spec.name, norm, budget, clean_correct, is_adv_all, distances_all)
+            row: dict[str, Any] = {"attack": spec.name, "norm": norm, "eps": budget, **metrics}
+            row.update(seconds=round(seconds, 3), seed=seed, settings=digest, **counts)
+            if spec.uses_surrogate and settings.surrogate is not None:
+                row.update(surrogate=settings.surrogate.name, surrogate_seed=settings.surrogate.seed)
+            row[PER_INPUT] = {
+                "clean": encode_flags(clean_correct),
+                "broken": encode_flags(outcome.broken),
+                "dist": [
+                    round(float(d), 6) if b else None
+                    for d, b in zip(distances_all, outcome.broken, strict=True)
+                ],
+            }
+            rows.append(row)
+            if outcomes is not None:
+                outcomes.append(outcome)
     return rows
 
 
@@ -590,17 +530,22 @@ def attack_model(
     device: str = "auto",
     progress: ProgressReporter = SILENT,
     surrogate: str | None = None,
+    norm: str | None = None,
 ) -> AttackReport:
-    """Attack one model (role, run name or run directory) on the first n test inputs; record rows.
+    """Attack one model (role, run name or run directory) on the first n test inputs; record rows,
+    then the model's per-input worst case over every attack recorded on the same inputs.
 
-    `surrogate` (role, run name or directory; default teacher-T1) is the model the `transfer`
-    attack crafts on; it is loaded only when that attack is asked for.
+    `surrogate` (role, run name or directory; default surrogate-T1, else teacher-T1) is the
+    model the `transfer` attack crafts on; it is loaded only when that attack is asked for.
+    `norm` (default: settings.norm, L-inf) is the budget's norm for the attacks that take one.
     """
-    get_dataset_spec(dataset)
+    spec = get_dataset_spec(dataset)
     names = check_attacks(attacks)
-    budgets = check_eps(eps) if any(ATTACKS[a].bounded for a in names) else list(eps)
+    norm = check_norm(norm or settings.norm, names)
+    dims = math.prod(spec.shape)
+    budgets = check_budgets(eps, norm, dims) if any(ATTACKS[a].bounded for a in names) else list(eps)
     path, net, meta, torch_device = load_target(model, dataset, T, n, seed, runs_dir, device)
-    settings = replace(settings, model_T=float(meta["T"]))
+    settings = replace(settings, model_T=float(meta["T"]), norm=norm)
     if any(ATTACKS[a].uses_surrogate for a in names):
         settings = replace(settings, surrogate=load_surrogate(surrogate, dataset, runs_dir, torch_device))
     ensure_writable_dir(results_dir, "--results-dir")  # before the attack, not after it
@@ -616,9 +561,15 @@ def attack_model(
         ]
         record_rows(results_dir, "robustness", attack_rows)  # each finished attack is kept at once
         rows.extend(attack_rows)
+    record_worst_case(results_dir, dataset, path.name)
     notes = []
     if settings.surrogate is not None and settings.surrogate.name == path.name:
         notes.append(f"transfer crafted on {path.name} itself is white-box PGD: pass another --surrogate")
+    elif settings.surrogate is not None and settings.surrogate.name == FALLBACK_SURROGATE:
+        notes.append(
+            f"transfer crafted on {FALLBACK_SURROGATE}, trained with the target's seed; "
+            f"{SURROGATE_NAME} (another seed) gives an independent source"
+        )
     if meta["role"] == "student" and meta.get("teacher_T") is not None and float(meta["T"]) > 1:
         notes.append(
             f"{path.name} was distilled at T={format_T(meta['T'])} and is attacked at T=1, where its softmax "

@@ -19,9 +19,13 @@ import pandas as pd
 from filelock import FileLock
 
 from ..core.fileio import atomic_write_json, atomic_write_text, ensure_writable_dir
+from ..errors import DefdistillError
 from .runs import format_T
 
 RECORDS_DIR = "records"
+# A record's per-input results (clean correctness, broken or not, perturbation norm per input):
+# kept in the record for the per-input worst case, never a column of the tables.
+PER_INPUT = "per_input"
 LOCK_FILE = ".tables.lock"
 
 ROBUSTNESS_COLUMNS = (
@@ -52,12 +56,16 @@ PRIVACY_KEY = ("dataset", "model", "attack")
 DIAGNOSTICS_COLUMNS = ("dataset", "model", "check", "value", "passed", "detail")
 DIAGNOSTICS_KEY = ("dataset", "model", "check")
 
-# Derived from the robustness records, never recorded itself: per model and budget, the
-# standard attacks' success next to the strongest attack's (the worst case to believe).
+# Recorded by the evaluation layer per model and budget: the per-input worst case over every
+# attack run on the same inputs (an input is robust only if no attack broke it), beside the
+# standard attacks' view of it.
 WORST_CASE_STANDARD = ("fgsm", "pgd")
 WORST_CASE_COLUMNS = (
-    "dataset", "model", "role", "T", "eps", *WORST_CASE_STANDARD, "worst_success", "worst_attack", "gap",
+    "dataset", "model", "role", "T", "norm", "eps", "n", *WORST_CASE_STANDARD,
+    "worst_success", "worst_attack", "ensemble_success", "ensemble_robust_acc", "ensemble_attacks", "gap",
+    "ensemble_robust_lo", "ensemble_robust_hi", "ensemble_success_lo", "ensemble_success_hi",
 )  # fmt: skip
+WORST_CASE_KEY = ("dataset", "model", "norm", "eps", "n")
 
 TEMPERATURE_COLUMNS = {"T", "teacher_T"}
 ROLE_RANK = {"teacher": 0, "student": 1}
@@ -66,12 +74,14 @@ TABLES: dict[str, tuple[Sequence[str], Sequence[str]]] = {
     "robustness": (ROBUSTNESS_COLUMNS, ROBUSTNESS_KEY),
     "accuracy_gap": (ACCURACY_GAP_COLUMNS + ACCURACY_GAP_EXTRA, ACCURACY_GAP_KEY),
     "diagnostics": (DIAGNOSTICS_COLUMNS, DIAGNOSTICS_KEY),
+    "worst_case": (WORST_CASE_COLUMNS, WORST_CASE_KEY),
     "compression": (COMPRESSION_COLUMNS, COMPRESSION_KEY),
     "privacy": (PRIVACY_COLUMNS, PRIVACY_KEY),
 }
 SORT_ORDER: dict[str, Sequence[str]] = {
     "robustness": ("dataset", "T", "role", "model", "attack", "norm", "eps"),
     "accuracy_gap": ("dataset", "T", "student"),
+    "worst_case": ("dataset", "T", "role", "model", "norm", "eps", "n"),
     "diagnostics": ("dataset", "model"),  # checks stay in record (alphabetical) order, the verdict last
     "compression": ("dataset", "role", "params", "model"),
     "privacy": ("dataset", "role", "T", "model", "attack"),
@@ -119,15 +129,71 @@ def record_rows(results_dir: str | Path, table: str, rows: Sequence[dict[str, An
     rebuild_tables(results_dir)
 
 
-def read_records(results_dir: str | Path, table: str) -> pd.DataFrame:
-    """All records of `table` as a DataFrame with the contract's columns first."""
+# What a record may hold: fractions in [0, 1], counts >= 1, known norms, plain names.
+RATE_FIELDS = frozenset({
+    "clean_acc", "robust_acc", "success_rate", "teacher_acc", "student_acc", "baseline_acc", "auc",
+    "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr", "advantage", "test_acc", "ensemble_success",
+    "ensemble_robust_acc", "robust_acc_lo", "robust_acc_hi", "success_lo", "success_hi",
+    "ensemble_robust_lo", "ensemble_robust_hi", "ensemble_success_lo", "ensemble_success_hi",
+})  # fmt: skip
+COUNT_FIELDS = frozenset({"n", "n_members", "n_nonmembers"})
+RECORD_NORMS = frozenset({"linf", "l2", "l0"})
+NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
+def _record_fault(table: str, record: Any) -> str | None:
+    """What is wrong with a record of `table`, or None."""
+    if not isinstance(record, dict):
+        return "it is not a JSON object"
+    missing = [k for k in TABLES[table][1] if k not in record]
+    if missing:
+        return f"it lacks {', '.join(missing)}"
+    for key, value in record.items():
+        if key in RATE_FIELDS and value is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return f"{key} is {value!r}, not a number"
+            if not math.isnan(value) and not 0 <= value <= 1:
+                return f"{key} is {value}, outside [0, 1]"
+        bad_count = isinstance(value, bool) or not isinstance(value, int) or value < 1
+        if key in COUNT_FIELDS and value is not None and bad_count:
+            return f"{key} is {value!r}, not an integer >= 1"
+    if "norm" in record and record["norm"] not in RECORD_NORMS:
+        return f"norm is {record['norm']!r}, not one of {', '.join(sorted(RECORD_NORMS))}"
+    if table == "robustness" and not (isinstance(record.get("attack"), str) and NAME.match(record["attack"])):
+        return f"attack is {record.get('attack')!r}, not an attack name"
+    return None
+
+
+def validate_record(table: str, path: Path) -> dict[str, Any]:
+    """Read one record file of `table`; a damaged or invalid one is a one-line error naming it."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DefdistillError(
+            f"record {path} cannot be read ({exc}): delete it and measure that configuration again"
+        ) from None
+    fault = _record_fault(table, record)
+    if fault:
+        raise DefdistillError(
+            f"record {path} is invalid: {fault}; delete it and measure that configuration again"
+        )
+    return record
+
+
+def read_records(results_dir: str | Path, table: str, *, per_input: bool = False) -> pd.DataFrame:
+    """All records of `table` as a DataFrame with the contract's columns first.
+
+    Each record is validated (`validate_record`): one that is not valid JSON or breaks the
+    schema stops with one line naming its file and the fault, never silently dropped.
+    `per_input=True` keeps each row's per-input results (a dict column) for the worst case.
+    """
     columns, _ = TABLES[table]
     rows = []
     for path in sorted((Path(results_dir) / RECORDS_DIR / table).glob("*.json")):
-        try:
-            rows.append(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, json.JSONDecodeError):
-            continue  # a damaged record drops out of the table; every other row stays
+        record = validate_record(table, path)
+        if not per_input:
+            record.pop(PER_INPUT, None)
+        rows.append(record)
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=list(columns))
@@ -172,7 +238,8 @@ TITLES = {
     "robustness": "Robustness: attack success per model, attack and budget",
     "accuracy_gap": "Accuracy gap: teacher versus distilled student (test split)",
     "diagnostics": "Diagnostics: gradient-masking checks per model (Carlini et al. 2019)",
-    "worst_case": "Worst case: standard attacks' success next to the strongest attack's, per model and eps",
+    "worst_case": "Worst case per input: an input counts as robust only if no attack broke it, "
+    "next to the standard attacks' view (95% Wilson intervals)",
     "compression": "Compression: size, CPU latency per input and accuracy per model",
     "privacy": "Privacy: membership inference on the teacher's private members, per model and attack",
 }
@@ -190,41 +257,7 @@ def rebuild_tables(results_dir: str | Path) -> dict[str, pd.DataFrame]:
                 continue
             write_table(results_dir, table, frame, TITLES[table])
             frames[table] = frame
-        if "robustness" in frames:
-            frames["worst_case"] = worst_case_frame(frames["robustness"])
-            write_table(results_dir, "worst_case", frames["worst_case"], TITLES["worst_case"])
     return frames
-
-
-def worst_case_frame(robustness: pd.DataFrame) -> pd.DataFrame:
-    """Per dataset, model and L-inf budget: fgsm and pgd success, and the strongest attack's.
-
-    Only fixed-budget L-inf rows compare at one eps (minimisation attacks such as cw have none).
-    On a tie the standard attack is named: the worst case differs only where it is stronger.
-    """
-    rows = robustness[(robustness["norm"] == "linf") & robustness["eps"].notna()]
-    if rows.empty:
-        return pd.DataFrame(columns=list(WORST_CASE_COLUMNS))
-    rank = {name: i for i, name in enumerate(WORST_CASE_STANDARD)}
-    rows = rows.assign(rank=rows["attack"].map(rank).fillna(len(rank)))
-    rows = rows.sort_values(["rank", "attack"], kind="stable")
-    out = []
-    for (dataset, model, eps), group in rows.groupby(["dataset", "model", "eps"], sort=False):
-        success = group.set_index("attack")["success_rate"]
-        standard = {name: success.get(name, math.nan) for name in WORST_CASE_STANDARD}
-        worst = success.idxmax() if success.notna().any() else None
-        best_standard = max((v for v in standard.values() if pd.notna(v)), default=math.nan)
-        worst_success = success.get(worst, math.nan) if worst is not None else math.nan
-        first = group.iloc[0]
-        out.append(
-            {"dataset": dataset, "model": model, "role": first["role"], "T": first["T"], "eps": eps,
-             **standard, "worst_success": worst_success, "worst_attack": worst,
-             "gap": worst_success - best_standard}
-        )  # fmt: skip
-    frame = pd.DataFrame(out, columns=list(WORST_CASE_COLUMNS))
-    frame["role_rank"] = frame["role"].map(ROLE_RANK).fillna(len(ROLE_RANK))
-    frame = frame.sort_values(["dataset", "T", "role_rank", "model", "eps"], kind="stable")
-    return frame.drop(columns="role_rank").reset_index(drop=True)
 
 
 def record_accuracy_gap(
