@@ -15,6 +15,7 @@ from rich.table import Table
 from typer._click.exceptions import ClickException, NoArgsIsHelpError  # Typer vendors click
 from typer.core import TyperGroup
 
+from .checks import check_positive_int
 from .errors import DefdistillError
 
 INTERRUPTED = "interrupted: finished runs and tables are intact; nothing partial was written"
@@ -360,11 +361,25 @@ def attack_cmd(
     ] = None,
     attacks: Annotated[
         str,
-        typer.Option("--attacks", help="Comma-separated: fgsm, pgd, cw, pgd-margin, pgd-t, transfer, hsj."),
+        typer.Option(
+            "--attacks",
+            help="Comma-separated: fgsm, pgd, cw, pgd-margin, pgd-t, transfer, hsj, apgd-ce, apgd-dlr, "
+            "apgd-t, square, autoattack, noise, jsma, jsma-z.",
+        ),
     ] = "fgsm,pgd,cw",
     eps: Annotated[
-        str, typer.Option("--eps", help="Comma-separated L-inf budgets in [0, 1].")
-    ] = "0.05,0.1,0.2,0.3",
+        str | None,
+        typer.Option("--eps", help="Comma-separated budgets (default: the dataset's grid; digits 0.02-0.3)."),
+    ] = None,
+    norm: Annotated[
+        str, typer.Option("--norm", help="The budget's norm: linf (budgets in [0, 1]) or l2.")
+    ] = "linf",
+    restarts: Annotated[
+        int, typer.Option("--restarts", help="PGD restarts from new random starts, on the inputs left.")
+    ] = 1,
+    queries: Annotated[
+        int, typer.Option("--queries", help="Square Attack's query budget per input (AutoAttack: 5000).")
+    ] = 5000,
     n: Annotated[
         int | None, typer.Option("--n", help="Attack the first n test inputs (default: all).")
     ] = None,
@@ -378,15 +393,19 @@ def attack_cmd(
     device: Device = "auto",
     quiet: Quiet = False,
 ) -> None:
-    """Attack one model through Foolbox and record its rows in results/robustness."""
-    from .evaluate.attacks import attack_model
+    """Attack one model and record its rows in results/robustness (and its per-input worst case)."""
+    from .evaluate.attacks import AttackSettings, attack_model
 
     def run():
+        check_positive_int(restarts, "--restarts")
+        check_positive_int(queries, "--queries")
         return attack_model(
             model=model,
             dataset=dataset,
             attacks=attacks.split(","),
-            eps=_float_list(eps, "--eps"),
+            eps=_float_list(eps, "--eps") if eps is not None else None,
+            norm=norm,
+            settings=AttackSettings(pgd_restarts=restarts, square_queries=queries),
             n=n,
             T=T,
             seed=seed,

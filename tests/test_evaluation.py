@@ -278,3 +278,68 @@ def test_a_minimal_perturbation_attack_counts_within_eps_in_its_own_norm(tmp_pat
     by_eps = {row["eps"]: row for row in record_worst_case(tmp_path, "digits", "student-T100")}
     assert by_eps[0.1]["ensemble_success"] == 3 / 9  # pgd's input 0 and cw's 1 and 2
     assert by_eps[0.05]["ensemble_success"] == 1 / 9  # cw's distances 0.08 exceed 0.05
+
+
+@pytest.mark.parametrize("model", ["teacher-T1", "student-T100"])
+def test_pgd_is_at_least_as_strong_as_fgsm_at_every_eps(trained_runs, model, tmp_path):
+    report = attack_model(
+        model=model,
+        attacks=["fgsm", "pgd"],
+        eps=[0.02, 0.05, 0.1, 0.2, 0.3],
+        runs_dir=trained_runs.runs_dir,
+        results_dir=tmp_path,
+        device="cpu",
+    )
+    success = {(r["attack"], r["eps"]): r["success_rate"] for r in report.rows}
+    for eps in (0.02, 0.05, 0.1, 0.2, 0.3):
+        assert success["pgd", eps] >= success["fgsm", eps], (eps, success)
+
+
+def test_restarts_only_add_broken_inputs(trained_runs):
+    net, _ = load_run(trained_runs.teacher_t1)
+    x, y = load_dataset("digits", "test")
+    x, y = x[:120], y[:120]
+    once = run_attack(net, x, y, "pgd", [0.1], AttackSettings(pgd_steps=5), "cpu")[0]
+    thrice = run_attack(net, x, y, "pgd", [0.1], AttackSettings(pgd_steps=5, pgd_restarts=3), "cpu")[0]
+    first = once["per_input"]["broken"]
+    more = thrice["per_input"]["broken"]
+    assert all(b == "1" for a, b in zip(first, more, strict=True) if a == "1")  # the first start is kept
+    assert thrice["success_rate"] >= once["success_rate"] and thrice["settings"] != once["settings"]
+
+
+def test_every_new_attack_runs_through_the_registry_and_keeps_per_input_results(trained_runs):
+    net, _ = load_run(trained_runs.student_t100)
+    x, y = load_dataset("digits", "test")
+    x, y = x[:40], y[:40]
+    settings = AttackSettings(apgd_steps=10, square_queries=50, noise_draws=5)
+    for attack in ("apgd-ce", "apgd-dlr", "apgd-t", "square", "autoattack", "noise", "jsma", "jsma-z"):
+        rows = run_attack(net, x, y, attack, [0.1], settings, "cpu")
+        for row in rows:
+            per_input = row["per_input"]
+            assert len(per_input["clean"]) == len(per_input["broken"]) == len(per_input["dist"]) == 40
+            broken = sum(c == "1" for c in per_input["broken"])
+            assert row["robust_acc"] == pytest.approx(
+                (sum(c == "1" for c in per_input["clean"]) - broken) / 40
+            )
+            assert row["robust_acc_lo"] <= row["robust_acc"] <= row["robust_acc_hi"]
+    dlr = run_attack(net, x, y, "apgd-dlr", [0.1], settings, "cpu")[0]
+    ce = run_attack(net, x, y, "apgd-ce", [0.1], settings, "cpu")[0]
+    assert dlr["success_rate"] > ce["success_rate"]  # the scale-invariant loss sees past the saturation
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--attacks", "square", "--queries", "0"], "--queries must be a positive integer"),
+        (["--attacks", "pgd-margin", "--norm", "l2"], "attack 'pgd-margin' supports linf, not l2"),
+        (["--attacks", "pgd", "--norm", "l2", "--eps", "9"], "an L2 epsilon must lie in [0, 8]"),
+        (["--attacks", "pgd", "--eps", "1.5"], "epsilon must lie in [0, 1]"),
+        (["--attacks", "pgd", "--norm", "l3"], "unknown norm 'l3'"),
+        (["--attacks", "pgd", "--restarts", "0"], "--restarts must be a positive integer"),
+    ],
+)
+def test_bad_attack_options_are_one_line_before_any_model_is_loaded(args, fragment, tmp_path):
+    result = CliRunner().invoke(app, ["attack", *args, "--runs-dir", str(tmp_path / "no-runs")])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and fragment in lines[0], result.output

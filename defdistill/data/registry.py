@@ -34,6 +34,11 @@ class DatasetSpec:
     default_arch: str
     loader: Callable[[str, Path, bool], tuple[torch.Tensor, torch.Tensor]]
     needs_files: str = ""  # what must lie in data_dir, for the offline error message
+    # L-inf budgets attacked by default, and the one the report leads with: a budget at which
+    # random noise (best of 100 corners of the ball) fools the undefended network on under 10%
+    # of inputs, so that success there measures the attack and not the budget.
+    eps_grid: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3)
+    headline_eps: float = 0.3
 
 
 DATASETS: dict[str, DatasetSpec] = {}
@@ -105,6 +110,10 @@ register_dataset(
         std=(0.3761,),
         default_arch="digits-cnn",
         loader=_load_digits,
+        # On 8x8 images 0.3 is a ceiling: random corners already fool teacher-T1 on about 86% of
+        # inputs there, 34% at 0.2, 6% at 0.1 (results/robustness.csv, attack noise).
+        eps_grid=(0.02, 0.05, 0.1, 0.15, 0.2, 0.3),
+        headline_eps=0.1,
     )
 )
 

@@ -519,7 +519,7 @@ def attack_model(
     model: str = "student",
     dataset: str = "digits",
     attacks: Sequence[str] = ("fgsm", "pgd", "cw"),
-    eps: Sequence[float] = DEFAULT_EPS,
+    eps: Sequence[float] | None = None,
     n: int | None = None,
     T: float | None = None,
     seed: int = 0,
@@ -537,9 +537,11 @@ def attack_model(
 
     `surrogate` (role, run name or directory; default surrogate-T1, else teacher-T1) is the
     model the `transfer` attack crafts on; it is loaded only when that attack is asked for.
-    `norm` (default: settings.norm, L-inf) is the budget's norm for the attacks that take one.
+    `norm` (default: settings.norm, L-inf) is the budget's norm for the attacks that take one;
+    `eps` defaults to the dataset's grid (DatasetSpec.eps_grid).
     """
     spec = get_dataset_spec(dataset)
+    eps = spec.eps_grid if eps is None else eps
     names = check_attacks(attacks)
     norm = check_norm(norm or settings.norm, names)
     dims = math.prod(spec.shape)

@@ -14,7 +14,7 @@ from ..core.fileio import ensure_writable_dir
 from ..core.progress import SILENT, ProgressReporter
 from ..core.runtime import resolve_device
 from ..data.registry import get_dataset_spec
-from ..evaluate.attacks import DEFAULT_EPS, AttackSettings, attack_model, check_attacks
+from ..evaluate.attacks import AttackSettings, attack_model, check_attacks
 from ..evaluate.diagnose import Diagnosis, diagnose_model
 from ..store.runs import run_name
 from ..store.tables import rebuild_tables
@@ -37,7 +37,7 @@ def run_demo(
     dataset: str = "digits",
     T: float = 100.0,
     attacks: Sequence[str] = ("fgsm", "pgd", "pgd-margin", "cw"),
-    eps: Sequence[float] = DEFAULT_EPS,
+    eps: Sequence[float] | None = None,
     n: int | None = None,
     epochs: int | None = None,
     seed: int = 0,
@@ -50,10 +50,10 @@ def run_demo(
 ) -> DemoReport:
     """Teachers at T=1 and T, the student at T, every attack on every model, a gradient-masking
     diagnosis of each (which adds transfer and HopSkipJump rows), then the tables."""
-    get_dataset_spec(dataset)
+    spec = get_dataset_spec(dataset)
     T = check_temperature(T)
     attacks = check_attacks(attacks)
-    eps = check_eps(eps)
+    eps = check_eps(spec.eps_grid if eps is None else eps)
     # Every input is checked before the first model trains, not minutes later at the attacks.
     if n is not None:
         check_positive_int(n, "--n")
