@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Writes results/demo/ (ignored by git), never the committed reference tables in results/.
 demo: $(STAMP)
-	$(BIN)/defdistill demo
+	$(BIN)/defdistill demo --results-dir results/demo
 
 # Papernot et al.'s temperature study on digits: runs/, then results/ with REPORT.md and plots.
 reproduce: $(STAMP)

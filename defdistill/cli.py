@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
-from typer._click.exceptions import ClickException, NoArgsIsHelpError  # Typer vendors click
 from typer.core import TyperGroup
 
 from .checks import check_positive_int
 from .errors import DefdistillError
+
+# Recent typer vendors click as typer._click and raises that copy's exceptions; older typer
+# (pyproject allows typer>=0.12) depends on click itself and raises click's.
+try:
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click.exceptions import ClickException
+
+    try:
+        from click.exceptions import NoArgsIsHelpError
+    except ImportError:  # click < 8.2 prints the help and exits 0 itself
+
+        class NoArgsIsHelpError(ClickException):  # type: ignore[no-redef]
+            """Never raised by this click."""
+
 
 INTERRUPTED = "interrupted: finished runs and tables are intact; nothing partial was written"
 
@@ -55,6 +70,7 @@ app = typer.Typer(
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 STATE = {"debug": False, "interrupt_reported": False}
+DEMO_RESULTS_DIR = Path("results") / "demo"  # the demo never rewrites the committed reference tables
 
 Dataset = Annotated[
     str, typer.Option("--dataset", help="digits (embedded), mnist, fashion-mnist or cifar10.")
@@ -131,10 +147,32 @@ def _call(fn: Callable[..., T_], *args: Any, **kwargs: Any) -> T_:
         raise typer.Exit(code) from None
 
 
+class LineProgress:
+    """Progress for a log or a pipe: one line on stderr as each task finishes."""
+
+    @contextlib.contextmanager
+    def task(self, description: str, total: int) -> Iterator[Callable[[int], None]]:
+        started, done = time.perf_counter(), [0]
+
+        def advance(steps: int = 1) -> None:
+            done[0] += steps
+
+        yield advance
+        err.print(
+            f"done: {description} ({done[0]}/{total} steps, {time.perf_counter() - started:.1f} s)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
 def _reporter(quiet: bool):
+    """Nothing under --quiet; progress bars on a terminal; a line per finished task otherwise."""
     from .core.progress import SILENT, RichProgress
 
-    return SILENT if quiet or not err.is_terminal else RichProgress()
+    if quiet:
+        return SILENT
+    return RichProgress() if err.is_terminal else LineProgress()
 
 
 def _float_list(text: str, option: str) -> list[float]:
@@ -170,34 +208,21 @@ SurrogateOpt = Annotated[
     str | None, typer.Option("--surrogate", help="The model transfer attacks craft on (default: teacher-T1).")
 ]
 
-DISPLAY_COLUMNS = {
-    "diagnostics": ["model", "check", "value", "passed", "detail"],
-    "robustness": [
-        "model",
-        "attack",
-        "norm",
-        "eps",
-        "n",
-        "clean_acc",
-        "success_rate",
-        "robust_acc",
-        "median_dist",
-        "seconds",
-    ],
-}
+
+def _print_text(text: str) -> None:
+    """Text exactly as given: no markup, no highlighting, no wrapping or cropping by rich."""
+    out.print(text, markup=False, highlight=False, emoji=False, soft_wrap=True)
 
 
-def _print_frame(title: str, frame: Any) -> None:
-    """A table for the terminal: the columns a reader scans (all of them are in the files)."""
-    from .store.tables import _format_value
+def _print_frame(title: str, frame: Any, table: str | None = None) -> None:
+    """A table for a person: the columns a reader scans (every column is in the files), side by
+    side when they fit the terminal, one record per block when they do not, never cut; at full
+    width when stdout is not a terminal."""
+    from .store.render import display_columns, render_frame
 
-    columns = [c for c in DISPLAY_COLUMNS.get(title, frame.columns) if c in frame.columns]
-    table = Table(title=title, title_justify="left")
-    for column in columns:
-        table.add_column(str(column), justify="right" if frame[column].dtype.kind in "fiu" else "left")
-    for row in frame[columns].itertuples(index=False):
-        table.add_row(*(_format_value(v) for v in row))
-    out.print(table)
+    frame = frame[display_columns(table or title, frame)]
+    out.print(title, style="bold", markup=False, highlight=False, soft_wrap=True)
+    _print_text(render_frame(frame, "table", out.width if out.is_terminal else None))
 
 
 @app.callback()
@@ -434,15 +459,62 @@ def attack_cmd(
 
 @app.command("tables")
 def tables_cmd(results_dir: ResultsDir = Path("results"), quiet: Quiet = False) -> None:
-    """Rebuild every table in results/ from the recorded rows."""
+    """Rebuild every table in results/ from the recorded rows; one line says what was rebuilt
+    (`defdistill show TABLE` prints one)."""
     from .store.tables import rebuild_tables
 
     frames = _call(rebuild_tables, results_dir)
-    if not quiet:
-        for name, frame in frames.items():
-            _print_frame(name, frame)
     summary = ", ".join(f"{name} ({len(frame)} rows)" for name, frame in frames.items()) or "no records yet"
-    out.print(f"rebuilt {summary} in {results_dir}", highlight=False)
+    out.print(f"rebuilt {summary} in {results_dir}", highlight=False, soft_wrap=True)
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+@app.command("show")
+def show_cmd(
+    table: Annotated[
+        str,
+        typer.Argument(
+            help="robustness, accuracy_gap, worst_case, diagnostics, privacy or compression.",
+            show_default=False,
+        ),
+    ],
+    dataset: Annotated[str | None, typer.Option("--dataset", help="Only these datasets (a,b).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Only these runs (a,b).")] = None,
+    attack: Annotated[str | None, typer.Option("--attack", help="Only these attacks (a,b).")] = None,
+    eps: Annotated[str | None, typer.Option("--eps", help="Only these L-inf budgets (0.1,0.2).")] = None,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="table (aligned; one record per block when too wide for the terminal), md or csv "
+            "(every column).",
+        ),
+    ] = "table",
+    results_dir: ResultsDir = Path("results"),
+) -> None:
+    """Print one table of results/, filtered; names and numbers are never cut."""
+    from .store.query import select_rows
+    from .store.render import check_format, display_columns, render_frame
+
+    def run() -> str:
+        check_format(fmt)
+        budgets = _float_list(eps, "--eps") if eps is not None else None
+        frame = select_rows(
+            results_dir,
+            table,
+            dataset=_names(dataset),
+            model=_names(model),
+            attack=_names(attack),
+            eps=budgets,
+        )
+        if fmt == "table":
+            frame = frame[display_columns(table, frame)]
+        return render_frame(frame, fmt, out.width if out.is_terminal else None)
+
+    _print_text(_call(run))
 
 
 @app.command("demo")
@@ -455,13 +527,20 @@ def demo_cmd(
     ] = None,
     seed: Seed = 0,
     runs_dir: RunsDir = Path("runs"),
-    results_dir: ResultsDir = Path("results"),
+    results_dir: Annotated[
+        Path,
+        typer.Option(
+            "--results-dir",
+            help="Where tables are written (the demo's own folder, not the reference results/).",
+        ),
+    ] = DEMO_RESULTS_DIR,
     data_dir: DataDir = Path("data"),
     download: Download = False,
     device: Device = "auto",
     quiet: Quiet = False,
 ) -> None:
-    """The whole pipeline: teachers at T=1 and T, student at T, every attack, tables."""
+    """The whole pipeline: teachers at T=1 and T, student at T, every attack, tables; the answer
+    on one screen and summary.png."""
     from .studies.demo import run_demo
 
     _fetch(download, dataset, data_dir)
@@ -478,12 +557,18 @@ def demo_cmd(
         device=device,
         progress=_reporter(quiet),
     )
-    if not quiet:
-        for name, frame in report.tables.items():
-            _print_frame(name, frame)
     _notes(report.notes)
-    for diagnosis in report.diagnoses:
-        out.print(f"{diagnosis.model_path.name}: {diagnosis.verdict}", highlight=False, soft_wrap=True)
+    from .report import SUMMARY_FIGURE, plot_demo_summary
+
+    models = [path.name for path in report.runs]
+    figure = _call(plot_demo_summary, report.tables, dataset, models, results_dir / SUMMARY_FIGURE)
+    if not quiet:
+        from .studies.summary import demo_summary
+
+        text = demo_summary(
+            report.tables, dataset, models, accuracy=report.accuracy, results_dir=results_dir, figure=figure
+        )
+        _print_text(text + "\n")
     out.print(
         f"demo on {dataset}: {len(report.runs)} models trained and attacked in {report.seconds:.0f} s; "
         f"tables in {results_dir}",
@@ -657,12 +742,18 @@ def diagnose_cmd(
 
     diagnosis = _call(run)
     if not quiet:
-        table = Table(title=f"diagnostics: {diagnosis.model_path.name}", title_justify="left")
-        for column in ("check", "value", "passed", "detail"):
-            table.add_column(column, justify="right" if column == "value" else "left")
-        for c in diagnosis.checks:
-            table.add_row(c.name, f"{c.value:.3f}", "yes" if c.passed else "[red]no[/]", c.detail)
-        out.print(table)
+        import pandas as pd
+
+        checks = [
+            {
+                "check": c.name,
+                "value": round(c.value, 3),
+                "passed": "yes" if c.passed else "no",
+                "detail": c.detail,
+            }
+            for c in diagnosis.checks
+        ]
+        _print_frame(f"diagnostics: {diagnosis.model_path.name}", pd.DataFrame(checks), "diagnostics")
     out.print(f"{diagnosis.model_path.name}: {diagnosis.verdict}", highlight=False, soft_wrap=True)
 
 

@@ -185,6 +185,50 @@ def plot_accuracy_gap(gap: pd.DataFrame, dataset: str, path: Path) -> Path:
     return _save(fig, path)
 
 
+SUMMARY_FIGURE = "summary.png"
+
+
+def plot_demo_summary(
+    tables: dict[str, pd.DataFrame], dataset: str, models: list[str], path: Path
+) -> Path | None:
+    """The demo's figure: per model, FGSM's and PGD's success against eps next to the worst case
+    (the per-input ensemble when the worst-case table has one, else the strongest attack).
+    None when the tables hold no bounded attack rows for these models."""
+    robustness = tables.get("robustness", pd.DataFrame())
+    worst_case = tables.get("worst_case", pd.DataFrame())
+    if robustness.empty:
+        return None
+    rows = robustness[(robustness["dataset"] == dataset) & robustness["model"].isin(models)]
+    rows = rows[rows["eps"].notna()]
+    if rows.empty:
+        return None
+    worst_column = "ensemble_success" if "ensemble_success" in worst_case.columns else "worst_success"
+    worst_label = (
+        "worst case, per input" if worst_column == "ensemble_success" else "worst case (strongest attack)"
+    )
+    fig, axes = _figure(len(models), width=4.2, height=3.4)
+    for ax, model in zip(axes, models, strict=True):
+        for attack, style in (("fgsm", "-o"), ("pgd", "-s")):
+            line = rows[(rows["model"] == model) & (rows["attack"] == attack)].sort_values("eps")
+            if not line.empty:
+                ax.plot(line["eps"].astype(float), line["success_rate"], style, alpha=0.85, label=attack)
+        if not worst_case.empty and worst_column in worst_case.columns:
+            worst = worst_case[(worst_case["dataset"] == dataset) & (worst_case["model"] == model)]
+            worst = worst[worst["eps"].notna()].sort_values("eps")
+            if not worst.empty:
+                ax.plot(
+                    worst["eps"].astype(float), worst[worst_column], "--D", color="black", label=worst_label
+                )
+        ax.set_title(f"{dataset}: {model}", fontsize=10)
+        ax.set_xlabel("L-inf budget eps")
+        ax.set_ylabel("attack success rate")
+        ax.set_ylim(-0.03, 1.03)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    return _save(fig, Path(path))
+
+
 def success_table(rows: pd.DataFrame, eps: float) -> pd.DataFrame:
     """Success rate per model (rows) and attack (columns) at `eps`; unbounded attacks as they ran."""
     keep = rows["eps"].isna() | np.isclose(rows["eps"].astype(float).fillna(-1), eps)

@@ -207,7 +207,7 @@ def read_records(results_dir: str | Path, table: str, *, per_input: bool = False
     return frame.drop(columns=["role_rank"], errors="ignore").reset_index(drop=True)
 
 
-def _format_value(value: Any) -> str:
+def format_value(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, float):
@@ -219,7 +219,7 @@ def to_markdown(frame: pd.DataFrame) -> str:
     """A GitHub-readable pipe table."""
     header = "| " + " | ".join(frame.columns) + " |"
     rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
-    body = ["| " + " | ".join(_format_value(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    body = ["| " + " | ".join(format_value(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([header, rule, *body]) + "\n"
 
 

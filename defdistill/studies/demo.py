@@ -31,6 +31,7 @@ class DemoReport:
     seconds: float
     notes: list[str] = field(default_factory=list)
     diagnoses: list[Diagnosis] = field(default_factory=list)  # the gradient-masking verdict per model
+    accuracy: dict[str, float] = field(default_factory=dict)  # run name -> test accuracy (full test split)
 
 
 def run_demo(
@@ -66,11 +67,13 @@ def run_demo(
     common = dict(
         dataset=dataset, seed=seed, runs_dir=runs_dir, data_dir=data_dir, device=device, progress=progress
     )
-    runs = [train_teacher(T=1.0, epochs=epochs, **common).path]
+    trained = [train_teacher(T=1.0, epochs=epochs, **common)]
     if T != 1.0:
-        runs.append(train_teacher(T=T, epochs=epochs, **common).path)
+        trained.append(train_teacher(T=T, epochs=epochs, **common))
     student = distill(T=T, teacher=run_name("teacher", T), epochs=epochs, results_dir=results_dir, **common)
-    runs.append(student.path)
+    trained.append(student)
+    runs = [result.path for result in trained]
+    accuracy = {result.path.name: float(result.meta["clean_acc"]) for result in trained}
     notes = list(student.notes)
     for path in runs:
         report = attack_model(
@@ -88,4 +91,4 @@ def run_demo(
         for path in runs
     ]
     tables = rebuild_tables(results_dir)
-    return DemoReport(runs, tables, time.perf_counter() - started, notes, diagnoses)
+    return DemoReport(runs, tables, time.perf_counter() - started, notes, diagnoses, accuracy)
