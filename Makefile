@@ -1,16 +1,17 @@
 # Set-up and everyday commands. `make demo` and `make test` work on a fresh clone:
-# they create .venv, install the project with its dev extras, then run.
+# they create .venv, install the project with its dev extras (and the independent attack
+# implementations the cross-check tests compare with), then run.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo reproduce test lint format bench clean
+.PHONY: install demo reproduce test test-fast lint typecheck format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install -e '.[dev,bench]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -23,12 +24,20 @@ demo: $(STAMP)
 reproduce: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" experiments/temperature_sweep.sh digits -j 2
 
-test: $(STAMP)
+# Everything CI checks: lint, types, the layers contract (tests/test_architecture.py), the suite.
+test: lint typecheck
 	$(BIN)/python -m pytest
 
+# The inner loop: the suite without the tests marked slow (sweeps, privacy, long attacks).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" -q
+
 lint: $(STAMP)
-	$(BIN)/ruff check defdistill tests
-	$(BIN)/ruff format --check defdistill tests
+	$(BIN)/ruff check defdistill tests benchmarks
+	$(BIN)/ruff format --check defdistill tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy defdistill
 
 format: $(STAMP)
 	$(BIN)/ruff format defdistill tests
@@ -36,13 +45,7 @@ format: $(STAMP)
 
 # `make bench` writes results/benchmarks.{json,md}; `make bench QUICK=1` is the under-a-minute run,
 # written to build/bench/ so that it never replaces the committed full-run table.
-BENCH_STAMP := $(VENV)/.bench-installed
-
-$(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install -e '.[dev,bench]'
-	touch $(BENCH_STAMP)
-
-bench: $(BENCH_STAMP)
+bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py $(if $(QUICK),--quick --results-dir build/bench,)
 
 clean:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..data.registry import DATASETS, get_dataset_spec
+
 SUMMARY_EPS = 0.2
 SUMMARY_WIDTH = 100
 STANDARD_ATTACKS = ("fgsm", "pgd")  # first rows: the attacks the defence was evaluated with
@@ -221,15 +223,18 @@ def demo_summary(
     tables: Mapping[str, pd.DataFrame],
     dataset: str,
     models: Sequence[str] | None = None,
-    eps: float = SUMMARY_EPS,
+    eps: float | None = None,
     accuracy: Mapping[str, float] | None = None,
     results_dir: str | Path | None = None,
     figure: str | Path | None = None,
     width: int = SUMMARY_WIDTH,
 ) -> str:
     """The demo's answer as text (see the module's docstring); `models` defaults to every model
-    of `dataset` in the robustness table, `accuracy` (run -> test accuracy) to the tables'."""
+    of `dataset` in the robustness table, `accuracy` (run -> test accuracy) to the tables', `eps`
+    to the dataset's headline budget (DatasetSpec.headline_eps)."""
     models = list(models) if models is not None else _models(tables, dataset)
+    if eps is None:
+        eps = get_dataset_spec(dataset).headline_eps if dataset in DATASETS else SUMMARY_EPS
     sections = [
         accuracy_lines(tables, dataset, models, accuracy),
         success_lines(tables, dataset, models, eps, width),
