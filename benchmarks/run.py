@@ -440,6 +440,36 @@ def bench_pgd_vs_torchattacks(cfg: Config, model: nn.Module, x: torch.Tensor, y:
     return rows
 
 
+def bench_apgd_vs_torchattacks(cfg: Config, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """Our APGD-CE (through `run_attack`: its Foolbox adapter, metrics and per-input records)
+    against torchattacks.APGD with the same steps, eps, loss and one restart, each computing the
+    whole robustness row on the same inputs. Goal: <= 1.0."""
+    try:
+        import torchattacks
+    except ImportError:
+        return row("apgd_vs_torchattacks", None, None, None, SKIPPED_TORCHATTACKS)
+    steps = 100 if not cfg.quick else 20
+    settings = replace(attack_settings(cfg), apgd_steps=steps)
+    attack = torchattacks.APGD(
+        model, norm="Linf", eps=cfg.eps, steps=steps, n_restarts=1, loss="ce", seed=cfg.seed
+    )
+    outcome: dict[str, dict] = {}
+
+    def ours(_: Any) -> None:
+        outcome["ours"] = run_attack(model, x, y, "apgd-ce", [cfg.eps], settings, CPU, cfg.seed)[0]
+
+    def reference(_: Any) -> None:
+        outcome["reference"] = plain_robustness(model, attack, x, y, cfg.seed)
+
+    ours_s, ref_s, ratio = paired_timing(ours, reference, max(3, cfg.torchattacks_pairs // 3))
+    note = (
+        f"{len(x)} digits test inputs, APGD-CE {steps} steps, eps {cfg.eps}, 1 restart; robust accuracy "
+        f"{outcome['ours']['robust_acc']:.4f} ours, {outcome['reference']['robust_acc']:.4f} torchattacks "
+        f"{torchattacks.__version__}"
+    )
+    return row("apgd_vs_torchattacks", ours_s, ref_s, ratio, note)
+
+
 def cw_curve(cfg: Config, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[dict]:
     """Carlini-Wagner success and median L2 against Adam steps and binary-search steps (at the
     default Adam step size), then against the step size (at the fewest binary-search steps)."""
@@ -623,6 +653,7 @@ def run_benchmarks(cfg: Config, log: Callable[[str], None] = print) -> tuple[lis
     add(bench_attack_vs_foolbox(cfg, "cw", teacher, x, y, pairs=cfg.cw_pairs))
     for new in bench_pgd_vs_torchattacks(cfg, teacher, x, y):
         add(new)
+    add(bench_apgd_vs_torchattacks(cfg, teacher, x, y))
     add(bench_mnist_throughput(cfg))
     points = cw_curve(cfg, teacher, x, y)
     for new in cw_curve_rows(points, len(x)):
