@@ -96,6 +96,29 @@ Download = Annotated[
     ),
 ]
 
+AdvEps = Annotated[
+    float | None,
+    typer.Option(
+        "--adv-eps",
+        help="Adversarial training's L-inf radius, in [0, 1] (default: the dataset's: digits 0.1, mnist 0.3, "
+        "fashion-mnist 0.1, cifar10 8/255).",
+    ),
+]
+AdvSteps = Annotated[
+    int | None,
+    typer.Option(
+        "--adv-steps", help="PGD steps per batch (default: digits 5, mnist 40, fashion-mnist 20, cifar10 10)."
+    ),
+]
+AdvStepSize = Annotated[
+    float | None,
+    typer.Option(
+        "--adv-step-size",
+        help="PGD step (default: digits 0.05, mnist 0.01, fashion-mnist 0.0125, cifar10 2/255; "
+        "2.5 * eps / steps when --adv-eps or --adv-steps is changed).",
+    ),
+]
+
 T_ = TypeVar("T_")
 
 
@@ -223,10 +246,26 @@ def train_teacher_cmd(
     num_workers: NumWorkers = 0,
     quiet: Quiet = False,
     resume: Resume = False,
+    adv: Annotated[
+        str | None,
+        typer.Option(
+            "--adv",
+            help="Train adversarially at T=1: pgd (Madry et al. 2018, teacher-T1-pgdat) or trades "
+            "(Zhang et al. 2019, teacher-T1-trades).",
+        ),
+    ] = None,
+    adv_eps: AdvEps = None,
+    adv_steps: AdvSteps = None,
+    adv_step_size: AdvStepSize = None,
+    beta: Annotated[
+        float | None,
+        typer.Option("--beta", help="TRADES' robust-term weight, >= 0 (default 6, the paper's)."),
+    ] = None,
 ) -> None:
-    """Train a teacher at temperature T (T=1 is the ordinary, undefended network).
+    """Train a teacher at temperature T (T=1 is the ordinary, undefended network), or adversarially (--adv).
 
-    Under `torchrun --nproc_per_node N -m defdistill train-teacher ...` N processes train it together."""
+    Under `torchrun --nproc_per_node N -m defdistill train-teacher ...` N processes train it together
+    (not with --adv, which runs in one process, in float32)."""
     from .train.loop import train_teacher
 
     _fetch(download, dataset, data_dir)
@@ -245,13 +284,23 @@ def train_teacher_cmd(
         recipe=recipe,
         amp=amp,
         num_workers=num_workers,
+        adv=adv,
+        adv_eps=adv_eps,
+        adv_steps=adv_steps,
+        adv_step_size=adv_step_size,
+        beta=beta,
     )
     if not _main_rank():
         return
     _notes(result.notes)
     m = result.meta
+    how = ""
+    if m.get("adv_method"):
+        trades = f", beta {m['adv_beta']:g}" if m.get("adv_beta") is not None else ""
+        steps = f"{m['adv_steps']} steps of {m['adv_step_size']:g}"
+        how = f" ({m['adv_method']}, eps {m['adv_eps']:g}, {steps}{trades})"
     out.print(
-        f"{result.path.name}: test accuracy {m['clean_acc']:.4f} after {m['epochs']} epochs "
+        f"{result.path.name}{how}: test accuracy {m['clean_acc']:.4f} after {m['epochs']} epochs "
         f"({m['wall_seconds']:.1f} s) -> {result.path}",
         highlight=False,
     )
@@ -259,16 +308,32 @@ def train_teacher_cmd(
 
 @app.command("distill")
 def distill_cmd(
-    T: Annotated[float, typer.Option("--T", help="Distillation temperature.")] = 100.0,
+    T: Annotated[
+        float | None,
+        typer.Option(
+            "--T",
+            help="Distillation temperature (default: the method's: 100; ard 30, Goldblum et al.; rslad 1).",
+        ),
+    ] = None,
     teacher: Annotated[
-        str | None, typer.Option("--teacher", help="Teacher run (default: teacher-T<T>, else teacher-T1).")
+        str | None,
+        typer.Option(
+            "--teacher",
+            help="Teacher run (default: teacher-T<T>, else teacher-T1; ard and rslad need it, "
+            "e.g. teacher-T1-pgdat).",
+        ),
     ] = None,
     alpha: Annotated[
         float | None,
         typer.Option("--alpha", help="Soft-term weight; < 1 mixes in hard-label CE (default: the method's)."),
     ] = None,
     method: Annotated[
-        str | None, typer.Option("--method", help="soft (default), hinton, fitnets, at, rkd or sp.")
+        str | None,
+        typer.Option(
+            "--method",
+            help="soft (default), hinton, fitnets, at, rkd, sp; robust: ard (Goldblum et al. 2020) or rslad "
+            "(Zi et al. 2021).",
+        ),
     ] = None,
     student_arch: Annotated[
         str | None,
@@ -304,8 +369,13 @@ def distill_cmd(
     num_workers: NumWorkers = 0,
     quiet: Quiet = False,
     resume: Resume = False,
+    adv_eps: AdvEps = None,
+    adv_steps: AdvSteps = None,
+    adv_step_size: AdvStepSize = None,
 ) -> None:
     """Train a student on the teacher's soft labels at T (or a variant); it is deployed at T=1.
+
+    --method ard or rslad trains it on adversarial inputs within the --adv-* budget (robust distillation).
 
     Under `torchrun --nproc_per_node N -m defdistill distill ...` N processes train it together."""
     from .train.distill import distill
@@ -335,6 +405,9 @@ def distill_cmd(
         recipe=recipe,
         amp=amp,
         num_workers=num_workers,
+        adv_eps=adv_eps,
+        adv_steps=adv_steps,
+        adv_step_size=adv_step_size,
     )
     if not _main_rank():
         return
