@@ -545,6 +545,68 @@ def demo_cmd(
     )
 
 
+@app.command("defences")
+def defences_cmd(
+    dataset: Dataset = "digits",
+    epochs: Epochs = None,
+    n: Annotated[
+        int | None, typer.Option("--n", help="Attack the first n test inputs (default: all).")
+    ] = None,
+    eps: Annotated[
+        str, typer.Option("--eps", help="Comma-separated L-inf budgets in [0, 1].")
+    ] = "0.05,0.1,0.2,0.3",
+    attacks: Annotated[
+        str,
+        typer.Option(
+            "--attacks", help="Comma-separated attacks run on every defence (the diagnosis adds its own)."
+        ),
+    ] = "fgsm,pgd",
+    T: Annotated[float, typer.Option("--T", help="Defensive distillation's temperature.")] = 100.0,
+    seed: Seed = 0,
+    runs_dir: RunsDir = Path("runs"),
+    results_dir: ResultsDir = Path("results"),
+    data_dir: DataDir = Path("data"),
+    download: Download = False,
+    device: Device = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Defensive distillation beside PGD-AT, TRADES, ARD and RSLAD, attacked and diagnosed alike.
+
+    Writes results/defences.{csv,md}; finished runs with the same settings are reused."""
+    from .studies.defences import run_defences
+
+    def run():
+        return run_defences(
+            dataset=dataset,
+            epochs=epochs,
+            n=n,
+            eps=_float_list(eps, "--eps"),
+            attacks=attacks.split(","),
+            T=T,
+            seed=seed,
+            runs_dir=runs_dir,
+            results_dir=results_dir,
+            data_dir=data_dir,
+            device=device,
+            progress=_reporter(quiet),
+        )
+
+    _fetch(download, dataset, data_dir)
+    report = _call(run)
+    mine = report.table[report.table["dataset"] == dataset] if not report.table.empty else report.table
+    if not quiet and not mine.empty:
+        _print_frame("defences", mine.drop(columns=["what", "robust_acc_of"]))
+    _notes(report.notes)
+    for diagnosis in report.diagnoses:
+        out.print(f"{diagnosis.model_path.name}: {diagnosis.verdict}", highlight=False, soft_wrap=True)
+    reused = f", {len(report.reused)} reused" if report.reused else ""
+    out.print(
+        f"defences on {dataset}: {len(report.runs)} models{reused}, attacked and diagnosed in "
+        f"{report.seconds:.0f} s -> {results_dir / 'defences.csv'}",
+        highlight=False,
+    )
+
+
 @app.command("privacy")
 def privacy_cmd(
     T: Annotated[str, typer.Option("--T", help="Comma-separated temperatures, a student each.")] = "1,10,100",

@@ -6,6 +6,7 @@ test_robust_training.py.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import replace
@@ -16,12 +17,19 @@ import torch
 from typer.testing import CliRunner
 
 from defdistill.cli import app
+from defdistill.evaluate.attacks import AttackSettings
+from defdistill.studies import defences as defences_module
 from defdistill.train.distill import distill
 from defdistill.train.loop import fit, recipe_for, resolve_budget, train_teacher
 from defdistill.train.robust import default_budget
 
 runner = CliRunner()
 EPS, STEPS, STEP_SIZE = default_budget("digits")
+# Attacks cut short: the test checks the plumbing, not the strength of the evaluation.
+LIGHT = AttackSettings(
+    pgd_steps=10, cw_steps=20, cw_binary_search_steps=1, hsj_steps=2, hsj_initial_evals=10,
+    hsj_max_evals=20,
+)  # fmt: skip
 
 
 def invoke(*args: object):
@@ -152,6 +160,10 @@ def test_budget_defaults_and_madry_step():
         ),
         (["distill", "--method", "ard", "--teacher", "t", "--transfer-set", "noise"], "--transfer-set noise"),
         (["distill", "--adv-eps", "0.1"], "apply to --method ard or rslad"),
+        (["defences", "--T", "1"], "T > 1"),
+        (["defences", "--eps", "2"], "epsilon must lie in [0, 1]"),
+        (["defences", "--attacks", "fgsm,nope"], "unknown attack 'nope'"),
+        (["defences", "--epochs", "0"], "--epochs must be a positive integer"),
     ],
 )
 def test_bad_adversarial_input_is_one_line_exit_2_before_training(args, fragment, tmp_path):
@@ -169,3 +181,44 @@ def test_adversarial_training_refuses_torchrun_in_one_line(tmp_path, monkeypatch
     monkeypatch.setenv("RANK", "0")
     result = invoke("train-teacher", "--adv", "pgd", "--runs-dir", tmp_path / "runs", "--device", "cpu")
     assert_one_line_error(result, "one process")
+
+
+def test_robust_accuracy_prefers_the_per_input_ensemble():
+    worst = pd.DataFrame({"clean_acc": [0.9], "worst_success": [0.5], "ensemble_robust_acc": [0.3]})
+    acc, source = defences_module.robust_accuracy(worst)
+    assert list(acc) == [0.3] and "ensemble" in source
+    acc, source = defences_module.robust_accuracy(worst.drop(columns="ensemble_robust_acc"))
+    assert list(acc) == pytest.approx([0.45]) and "single" in source
+
+
+def test_defences_study_end_to_end_then_reused_through_the_command_line(tmp_path, monkeypatch):
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    report = defences_module.run_defences(
+        epochs=2, n=60, eps=(0.1, 0.3), attacks=("fgsm", "pgd"), settings=LIGHT, runs_dir=runs,
+        results_dir=results, device="cpu",
+    )  # fmt: skip
+    keys = ["standard", "distillation-teacher", "defensive-distillation", "pgd-at", "trades", "ard", "rslad"]
+    assert list(report.runs) == keys and report.reused == []
+    table = pd.read_csv(results / "defences.csv")
+    assert list(table["defence"]) == keys and set(table["dataset"]) == {"digits"}
+    assert (results / "defences.md").read_text().startswith("# Defences")
+    for column in ("fgsm_success@0.1", "pgd_success@0.3", "robust_acc@0.1", "robust_acc@0.3"):
+        assert table[column].between(0, 1).all(), column
+    assert (table["robust_acc@0.1"] <= table["clean_acc"] + 1e-9).all()
+    assert set(table["masked"]) <= {True, False} and (table["n"] == 60).all()
+    assert (table["train_seconds"] > 0).all()
+    row = table.set_index("defence").loc["ard"]
+    assert (row["model"], row["teacher"]) == ("student-T30-ard", "teacher-T1-pgdat")
+
+    # the same study again: every run is reused, the table is rewritten
+    monkeypatch.setattr(
+        defences_module, "run_defences", functools.partial(defences_module.run_defences, settings=LIGHT)
+    )
+    result = invoke(
+        "defences", "--epochs", "2", "--n", "60", "--eps", "0.1,0.3", "--runs-dir", runs,
+        "--results-dir", results, "--device", "cpu", "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "defences on digits: 7 models, 7 reused" in result.output
+    assert "teacher-T1-pgdat: " in result.output  # its diagnosis verdict
+    assert list(pd.read_csv(results / "defences.csv")["defence"]) == keys
