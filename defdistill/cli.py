@@ -594,8 +594,9 @@ def defences_cmd(
     _fetch(download, dataset, data_dir)
     report = _call(run)
     mine = report.table[report.table["dataset"] == dataset] if not report.table.empty else report.table
-    if not quiet and not mine.empty:
-        _print_frame("defences", mine.drop(columns=["what", "robust_acc_of"]))
+    if not quiet and not mine.empty:  # the terminal gets the headline columns; the files have them all
+        robust = [c for c in mine.columns if c.startswith("robust_acc@")]
+        _print_frame("defences", mine[["defence", "model", "clean_acc", *robust, "masked", "train_seconds"]])
     _notes(report.notes)
     for diagnosis in report.diagnoses:
         out.print(f"{diagnosis.model_path.name}: {diagnosis.verdict}", highlight=False, soft_wrap=True)
