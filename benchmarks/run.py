@@ -52,7 +52,13 @@ from defdistill.models import (
 )
 from defdistill.store.checkpoint import TrainingCheckpoint  # noqa: E402
 from defdistill.store.runs import load_run  # noqa: E402
-from defdistill.train.loop import fit, recipe_for, temperature_cross_entropy, train_teacher  # noqa: E402
+from defdistill.train.loop import (  # noqa: E402
+    adversarial_objective,
+    fit,
+    recipe_for,
+    temperature_cross_entropy,
+    train_teacher,
+)
 from defdistill.train.losses import DistillationObjective  # noqa: E402
 
 CPU = torch.device("cpu")
@@ -267,6 +273,28 @@ def bench_distill_epoch(cfg: Config, teacher: nn.Module) -> dict:
     )
     note = f"soft labels at T={cfg.distill_T:g} from cached teacher logits vs hard-label cross-entropy"
     return row("distill_epoch_vs_plain_loop", ours_s, ref_s, ratio, note)
+
+
+def bench_adv_epoch(cfg: Config) -> dict:
+    """A PGD adversarial-training epoch (Madry et al. 2018, the digits budget) against our plain
+    epoch, both through `fit`: the price of the defence, not an overhead to bring to 1."""
+    x, y = train_split(cfg)
+    recipe = replace(recipe_for("digits"), epochs=1)
+    base = digits_model(cfg.seed)
+    objective = adversarial_objective("pgd", "digits")
+    plain = temperature_cross_entropy(1.0)
+    ours_s, ref_s, ratio = paired_timing(
+        lambda m: fit(m, x, y, y, objective, recipe, CPU, cfg.seed),
+        lambda m: fit(m, x, y, y, plain, recipe, CPU, cfg.seed),
+        max(2, cfg.train_pairs // 3),  # an adversarial epoch costs several plain ones
+        setup=lambda: copy.deepcopy(base),
+    )
+    note = (
+        f"PGD-AT epoch (eps {objective.eps:g}, {objective.steps} steps of {objective.step_size:g}) vs a "
+        f"plain epoch, both fit() on the digits train split ({len(x)} images); expected a little under "
+        "steps + 1 (crafting computes no weight gradient): the cost of the defence, not an overhead"
+    )
+    return row("adv_epoch_vs_plain_epoch", ours_s, ref_s, ratio, note)
 
 
 # --- attacks ------------------------------------------------------------------------------------
@@ -646,6 +674,7 @@ def run_benchmarks(cfg: Config, log: Callable[[str], None] = print) -> tuple[lis
     add(bench_train_epoch(cfg))
     add(bench_distill_epoch(cfg, teacher))
     add(bench_train_epoch_with_checkpoint(cfg))
+    add(bench_adv_epoch(cfg))
     if cfg.threads_row:
         add(bench_threads(cfg))
     add(bench_attack_vs_foolbox(cfg, "fgsm", teacher, x, y, pairs=3 * cfg.attack_pairs))

@@ -25,6 +25,7 @@ _PUBLIC = {
     "diagnose_model": "defdistill.evaluate.diagnose",
     "rebuild_tables": "defdistill.store.tables",
     "run_demo": "defdistill.studies.demo",
+    "run_defences": "defdistill.studies.defences",
     "run_privacy": "defdistill.studies.privacy",
     "run_sweep": "defdistill.studies.sweep",
     "measure_compression": "defdistill.studies.compression",
@@ -44,6 +45,7 @@ __all__ = [
     "diagnose_model",
     "rebuild_tables",
     "run_demo",
+    "run_defences",
     "run_privacy",
     "run_sweep",
     "measure_compression",
@@ -60,6 +62,7 @@ if TYPE_CHECKING:
     from .store.runs import load_model, load_run
     from .store.tables import rebuild_tables
     from .studies.compression import measure_compression
+    from .studies.defences import run_defences
     from .studies.demo import run_demo
     from .studies.privacy import run_privacy
     from .studies.sweep import run_sweep

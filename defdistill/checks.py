@@ -4,7 +4,7 @@ the problem and the fix. Commands call them before any work (their preflight).""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from .errors import DefdistillError
 
@@ -81,3 +81,21 @@ def check_eps(values: Sequence[float]) -> list[float]:
         if not math.isfinite(v) or v < 0 or v > 1:
             raise DefdistillError(f"epsilon must lie in [0, 1] (inputs are in [0, 1]), got {v}")
     return list(dict.fromkeys(values))
+
+
+# The options that set an adversarial-training budget, by the word train.robust's checks use.
+BUDGET_OPTIONS = {
+    "eps": "--adv-eps", "steps": "--adv-steps", "step_size": "--adv-step-size", "beta": "--beta"
+}  # fmt: skip
+
+
+def check_budget_options(
+    check: Callable[..., None], eps: float, steps: int, step_size: float, beta: float | None = None
+) -> None:
+    """An L-inf training budget, validated by `check` (train.robust.check_budget, handed in: the
+    checks sit below the training layer); its ValueError becomes one line naming the option."""
+    try:
+        check(eps, steps, step_size, beta)
+    except ValueError as exc:
+        word, _, rest = str(exc).partition(" ")
+        raise DefdistillError(f"{BUDGET_OPTIONS.get(word, word)} {rest}") from None

@@ -113,6 +113,29 @@ Download = Annotated[
     ),
 ]
 
+AdvEps = Annotated[
+    float | None,
+    typer.Option(
+        "--adv-eps",
+        help="Adversarial training's L-inf radius, in [0, 1] (default: the dataset's: digits 0.1, mnist 0.3, "
+        "fashion-mnist 0.1, cifar10 8/255).",
+    ),
+]
+AdvSteps = Annotated[
+    int | None,
+    typer.Option(
+        "--adv-steps", help="PGD steps per batch (default: digits 5, mnist 40, fashion-mnist 20, cifar10 10)."
+    ),
+]
+AdvStepSize = Annotated[
+    float | None,
+    typer.Option(
+        "--adv-step-size",
+        help="PGD step (default: digits 0.05, mnist 0.01, fashion-mnist 0.0125, cifar10 2/255; "
+        "2.5 * eps / steps when --adv-eps or --adv-steps is changed).",
+    ),
+]
+
 T_ = TypeVar("T_")
 
 
@@ -249,10 +272,26 @@ def train_teacher_cmd(
     num_workers: NumWorkers = 0,
     quiet: Quiet = False,
     resume: Resume = False,
+    adv: Annotated[
+        str | None,
+        typer.Option(
+            "--adv",
+            help="Train adversarially at T=1: pgd (Madry et al. 2018, teacher-T1-pgdat) or trades "
+            "(Zhang et al. 2019, teacher-T1-trades).",
+        ),
+    ] = None,
+    adv_eps: AdvEps = None,
+    adv_steps: AdvSteps = None,
+    adv_step_size: AdvStepSize = None,
+    beta: Annotated[
+        float | None,
+        typer.Option("--beta", help="TRADES' robust-term weight, >= 0 (default 6, the paper's)."),
+    ] = None,
 ) -> None:
-    """Train a teacher at temperature T (T=1 is the ordinary, undefended network).
+    """Train a teacher at temperature T (T=1 is the ordinary, undefended network), or adversarially (--adv).
 
-    Under `torchrun --nproc_per_node N -m defdistill train-teacher ...` N processes train it together."""
+    Under `torchrun --nproc_per_node N -m defdistill train-teacher ...` N processes train it together
+    (not with --adv, which runs in one process, in float32)."""
     from .train.loop import train_teacher
 
     _fetch(download, dataset, data_dir)
@@ -271,13 +310,23 @@ def train_teacher_cmd(
         recipe=recipe,
         amp=amp,
         num_workers=num_workers,
+        adv=adv,
+        adv_eps=adv_eps,
+        adv_steps=adv_steps,
+        adv_step_size=adv_step_size,
+        beta=beta,
     )
     if not _main_rank():
         return
     _notes(result.notes)
     m = result.meta
+    how = ""
+    if m.get("adv_method"):
+        trades = f", beta {m['adv_beta']:g}" if m.get("adv_beta") is not None else ""
+        steps = f"{m['adv_steps']} steps of {m['adv_step_size']:g}"
+        how = f" ({m['adv_method']}, eps {m['adv_eps']:g}, {steps}{trades})"
     out.print(
-        f"{result.path.name}: test accuracy {m['clean_acc']:.4f} after {m['epochs']} epochs "
+        f"{result.path.name}{how}: test accuracy {m['clean_acc']:.4f} after {m['epochs']} epochs "
         f"({m['wall_seconds']:.1f} s) -> {result.path}",
         highlight=False,
     )
@@ -285,16 +334,32 @@ def train_teacher_cmd(
 
 @app.command("distill")
 def distill_cmd(
-    T: Annotated[float, typer.Option("--T", help="Distillation temperature.")] = 100.0,
+    T: Annotated[
+        float | None,
+        typer.Option(
+            "--T",
+            help="Distillation temperature (default: the method's: 100; ard 30, Goldblum et al.; rslad 1).",
+        ),
+    ] = None,
     teacher: Annotated[
-        str | None, typer.Option("--teacher", help="Teacher run (default: teacher-T<T>, else teacher-T1).")
+        str | None,
+        typer.Option(
+            "--teacher",
+            help="Teacher run (default: teacher-T<T>, else teacher-T1; ard and rslad need it, "
+            "e.g. teacher-T1-pgdat).",
+        ),
     ] = None,
     alpha: Annotated[
         float | None,
         typer.Option("--alpha", help="Soft-term weight; < 1 mixes in hard-label CE (default: the method's)."),
     ] = None,
     method: Annotated[
-        str | None, typer.Option("--method", help="soft (default), hinton, fitnets, at, rkd or sp.")
+        str | None,
+        typer.Option(
+            "--method",
+            help="soft (default), hinton, fitnets, at, rkd, sp; robust: ard (Goldblum et al. 2020) or rslad "
+            "(Zi et al. 2021).",
+        ),
     ] = None,
     student_arch: Annotated[
         str | None,
@@ -330,8 +395,13 @@ def distill_cmd(
     num_workers: NumWorkers = 0,
     quiet: Quiet = False,
     resume: Resume = False,
+    adv_eps: AdvEps = None,
+    adv_steps: AdvSteps = None,
+    adv_step_size: AdvStepSize = None,
 ) -> None:
     """Train a student on the teacher's soft labels at T (or a variant); it is deployed at T=1.
+
+    --method ard or rslad trains it on adversarial inputs within the --adv-* budget (robust distillation).
 
     Under `torchrun --nproc_per_node N -m defdistill distill ...` N processes train it together."""
     from .train.distill import distill
@@ -361,6 +431,9 @@ def distill_cmd(
         recipe=recipe,
         amp=amp,
         num_workers=num_workers,
+        adv_eps=adv_eps,
+        adv_steps=adv_steps,
+        adv_step_size=adv_step_size,
     )
     if not _main_rank():
         return
@@ -572,6 +645,69 @@ def demo_cmd(
     out.print(
         f"demo on {dataset}: {len(report.runs)} models trained and attacked in {report.seconds:.0f} s; "
         f"tables in {results_dir}",
+        highlight=False,
+    )
+
+
+@app.command("defences")
+def defences_cmd(
+    dataset: Dataset = "digits",
+    epochs: Epochs = None,
+    n: Annotated[
+        int | None, typer.Option("--n", help="Attack the first n test inputs (default: all).")
+    ] = None,
+    eps: Annotated[
+        str, typer.Option("--eps", help="Comma-separated L-inf budgets in [0, 1].")
+    ] = "0.05,0.1,0.2,0.3",
+    attacks: Annotated[
+        str,
+        typer.Option(
+            "--attacks", help="Comma-separated attacks run on every defence (the diagnosis adds its own)."
+        ),
+    ] = "fgsm,pgd",
+    T: Annotated[float, typer.Option("--T", help="Defensive distillation's temperature.")] = 100.0,
+    seed: Seed = 0,
+    runs_dir: RunsDir = Path("runs"),
+    results_dir: ResultsDir = Path("results"),
+    data_dir: DataDir = Path("data"),
+    download: Download = False,
+    device: Device = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Defensive distillation beside PGD-AT, TRADES, ARD and RSLAD, attacked and diagnosed alike.
+
+    Writes results/defences.{csv,md}; finished runs with the same settings are reused."""
+    from .studies.defences import run_defences
+
+    def run():
+        return run_defences(
+            dataset=dataset,
+            epochs=epochs,
+            n=n,
+            eps=_float_list(eps, "--eps"),
+            attacks=attacks.split(","),
+            T=T,
+            seed=seed,
+            runs_dir=runs_dir,
+            results_dir=results_dir,
+            data_dir=data_dir,
+            device=device,
+            progress=_reporter(quiet),
+        )
+
+    _fetch(download, dataset, data_dir)
+    report = _call(run)
+    mine = report.table[report.table["dataset"] == dataset] if not report.table.empty else report.table
+    if not quiet and not mine.empty:  # the terminal gets the headline columns; the files have them all
+        robust = [c for c in mine.columns if c.startswith("robust_acc@")]
+        _print_frame("defences", mine[["defence", "model", "clean_acc", *robust, "masked", "train_seconds"]])
+    _notes(report.notes)
+    for diagnosis in report.diagnoses:
+        out.print(f"{diagnosis.model_path.name}: {diagnosis.verdict}", highlight=False, soft_wrap=True)
+    reused = f", {len(report.reused)} reused" if report.reused else ""
+    out.print(
+        f"defences on {dataset}: {len(report.runs)} models{reused}, attacked and diagnosed in "
+        f"{report.seconds:.0f} s -> {results_dir / 'defences.csv'}",
         highlight=False,
     )
 

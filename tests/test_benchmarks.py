@@ -76,7 +76,7 @@ def test_harness_on_minimal_sizes_writes_the_documented_json_and_markdown(bench,
     names = {row["name"] for row in written}
     required = {
         "train_epoch_vs_plain_loop", "distill_epoch_vs_plain_loop", "fgsm_vs_raw_foolbox",
-        "pgd_vs_raw_foolbox", "cw_vs_raw_foolbox", "pgd_vs_torchattacks",
+        "pgd_vs_raw_foolbox", "cw_vs_raw_foolbox", "pgd_vs_torchattacks", "adv_epoch_vs_plain_epoch",
     }  # fmt: skip
     assert required <= names
     assert all(r["ratio"] is not None for r in written if r["name"] in required - {"pgd_vs_torchattacks"})

@@ -4,7 +4,9 @@ Papernot et al. (2016) train the teacher at T as well and deploy the student at 
 `soft`). `hinton` mixes hard-label cross-entropy in (Hinton et al. 2015); the feature and relation
 methods of losses.py add a term on intermediate layers. Students may be smaller than the teacher,
 trained on another transfer set, or born again (Furlanello et al. 2018, "Born-Again Neural
-Networks": each generation, of the same architecture, teaches the next).
+Networks": each generation, of the same architecture, teaches the next). The robust methods
+(`ard`, Goldblum et al. 2020; `rslad`, Zi et al. 2021) train the student on adversarial inputs
+it crafts against itself within an L-inf budget, matching the teacher's clean outputs.
 
 The teacher's outputs on the transfer set (logits, and hooked features where a method needs them)
 are computed once and cached beside the teacher, keyed by its weights and the inputs, so every
@@ -47,7 +49,9 @@ from .loop import (
     finish_meta,
     fit,
     make_recipe,
-    resolve_amp,
+    objective_meta,
+    resolve_budget,
+    training_amp,
     training_checkpoint,
     warm_start,
 )
@@ -59,6 +63,7 @@ from .losses import (
     get_method,
     resolve_layer,
 )
+from .robust import Objective
 
 __all__ = ["distill", "distillation_loss", "choose_teacher", "teacher_outputs", "DistillResult"]
 
@@ -109,6 +114,11 @@ def choose_teacher(
 
 def resolve_method(method: str | None, alpha: float | None) -> tuple[MethodSpec, float]:
     """The method and its alpha. Without a method, alpha < 1 means `hinton`, else `soft`."""
+    if alpha is not None and method is not None and not get_method(method).uses_alpha:
+        raise DefdistillError(
+            f"--alpha does not apply to --method {method}: "
+            "its terms' weights are its paper's (see `distill --help`)"
+        )
     if alpha is not None and not (
         isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and 0.0 <= alpha <= 1.0
     ):
@@ -142,7 +152,7 @@ def default_student_name(T: float, method: str, arch: str, teacher_arch: str, tr
     otherwise the method, architecture and transfer set that differ are appended."""
     parts = [run_name("student", T)]
     if method not in ("soft", "hinton"):
-        parts.append(method)
+        parts.append(method)  # student-T30-ard, student-T1-rslad
     if arch != teacher_arch:
         parts.append(arch)
     if transfer_set != "train":
@@ -282,6 +292,45 @@ class _Plan:
     data_dir: str | Path = "data"  # for the warm start, which trains on the labelled training split
     amp: str | None = None  # resolve_amp's dtype name
     num_workers: int = 0
+    objective: Objective | None = None  # a robust method's (ard, rslad), at its budget
+
+
+def robust_objective(
+    spec: MethodSpec,
+    dataset: str,
+    T: float,
+    alpha: float,
+    transfer_set: str,
+    teacher: str | None,
+    eps: float | None = None,
+    steps: int | None = None,
+    step_size: float | None = None,
+) -> Objective | None:
+    """A robust method's objective at its budget (defaults: loop.resolve_budget); None for the
+    others, which take no budget."""
+    if not spec.robust:
+        if any(v is not None for v in (eps, steps, step_size)):
+            raise DefdistillError(
+                f"--adv-eps, --adv-steps and --adv-step-size apply to --method ard or rslad, not {spec.name}"
+            )
+        return None
+    if teacher is None:
+        raise DefdistillError(
+            f"--method {spec.name} distils a teacher you name: pass --teacher (a robust one such as "
+            "teacher-T1-pgdat from `train-teacher --adv pgd`, or the standard teacher-T1)"
+        )
+    if not spec.uses_T and not math.isclose(T, spec.default_T):
+        raise DefdistillError(
+            f"--method {spec.name} uses the teacher's soft labels at T={spec.default_T:g} "
+            "(its paper's): drop --T"
+        )
+    if spec.name == "ard" and transfer_set != "train":
+        raise DefdistillError(
+            "--method ard crafts its inputs with the true labels, which "
+            f"--transfer-set {transfer_set} withholds: use --transfer-set train, or --method rslad"
+        )
+    budget = resolve_budget(dataset, eps, steps, step_size)
+    return spec.objective(*budget, T=T, alpha=alpha) if spec.uses_alpha else spec.objective(*budget)
 
 
 def _distill_generation(
@@ -305,11 +354,12 @@ def _distill_generation(
     spec = get_dataset_spec(plan.dataset)
     arch = plan.arch or teacher_meta["arch"]
     path = run_dir(runs_dir, plan.dataset, name)
+    adv_meta = objective_meta(plan.objective) if plan.objective is not None else {}
     checkpoint, resume_notes = training_checkpoint(
         path, "student", plan.dataset, arch, plan.T, seed, plan.recipe, plan.resume,
         teacher_sha256=teacher_meta["weights_sha256"], method=plan.method.name, alpha=plan.alpha,
         layer=plan.layer, feature_weight=plan.weight, transfer_set=plan.transfer_set, generation=generation,
-        **execution_settings(plan.amp, current_world()),
+        **execution_settings(plan.amp, current_world()), **adv_meta,
     )  # fmt: skip
     notes.extend(resume_notes)  # the caller's list: the command line prints it
     started = time.perf_counter()
@@ -348,12 +398,14 @@ def _distill_generation(
             [teacher_layer] if teacher_layer else [], device,
         )
     )  # fmt: skip
-    batch_targets = {"logits": targets["logits"]}
+    batch_targets: dict[str, torch.Tensor] | torch.Tensor = {"logits": targets["logits"]}
     if teacher_layer:
         batch_targets["features"] = targets[FEATURE_PREFIX + teacher_layer]
+    if plan.objective is not None:  # the robust objectives take the teacher's clean logits
+        batch_targets = targets["logits"]
 
     with capture_outputs(student, [student_layer] if student_layer else []) as hooked:
-        objective = DistillationObjective(
+        objective = plan.objective or DistillationObjective(
             plan.T,
             plan.alpha,
             feature_loss,
@@ -379,7 +431,7 @@ def _distill_generation(
         params=count_parameters(student),
         method=plan.method.name,
         method_citation=plan.method.citation,
-        alpha=plan.alpha,
+        alpha=plan.alpha if plan.method.uses_alpha else None,
         feature_layer=student_layer,
         teacher_feature_layer=teacher_layer,
         feature_weight=plan.weight if plan.method.uses_features else None,
@@ -391,6 +443,7 @@ def _distill_generation(
         init_seed=init_seed,
         notes=notes,
         **execution_meta(plan.amp, current_world(), device, plan.num_workers),
+        **adv_meta,
     )
     if current_world().is_main:
         meta = save_run(path, student.cpu(), meta)
@@ -402,7 +455,7 @@ def _distill_generation(
 
 def distill(
     dataset: str = "digits",
-    T: float = 100.0,
+    T: float | None = None,
     teacher: str | None = None,
     alpha: float | None = None,
     epochs: int | None = None,
@@ -425,8 +478,17 @@ def distill(
     recipe: str | None = None,
     amp: str | bool | None = "auto",
     num_workers: int = 0,
+    adv_eps: float | None = None,
+    adv_steps: int | None = None,
+    adv_step_size: float | None = None,
 ) -> DistillResult:
     """Train a student from the teacher at T with `method`; record its accuracy gap.
+
+    T defaults to the method's: 100 (Papernot et al.'s), 30 for `ard` (Goldblum et al.'s), 1 for
+    `rslad`, whose soft labels are the teacher's at T=1. `ard` and `rslad` need a named `teacher`
+    and train within the L-inf budget `adv_eps`, `adv_steps`, `adv_step_size` (defaults:
+    loop.resolve_budget, the dataset's), in float32 on one process; they are saved as
+    `student-T30-ard` and `student-T1-rslad`.
 
     `arch` is the student's architecture (default: the teacher's). With `generations` > 1 the
     runs are `<name>-gen1` ... `<name>-genN`, each taught by the one before (born-again
@@ -435,8 +497,8 @@ def distill(
     are as in `train_teacher`; under torchrun the processes train each student together.
     """
     get_dataset_spec(dataset)
-    T = check_temperature(T)
     spec, alpha = resolve_method(method, alpha)
+    T = check_temperature(spec.default_T if T is None else T)
     check_positive_int(generations, "--generations")
     if arch is not None:
         get_arch_spec(arch)
@@ -458,6 +520,9 @@ def distill(
         raise DefdistillError(f"--feature-weight must be a finite number >= 0, got {weight}")
     if name is not None:
         check_run_name(name)
+    objective = robust_objective(
+        spec, dataset, T, alpha, transfer_set, teacher, adv_eps, adv_steps, adv_step_size
+    )
     settings = make_recipe(dataset, epochs, batch_size, lr, recipe)
     if transfer_set != "train" and settings.warmup_epochs_at_T1 > 0:
         raise DefdistillError(
@@ -469,7 +534,7 @@ def distill(
     torch_device = resolve_device(device)
     plan = _Plan(
         dataset, T, spec, alpha, arch, layer, float(weight), transfer_set, settings, generations, resume,
-        data_dir, resolve_amp(amp, torch_device), num_workers,
+        data_dir, training_amp(amp, torch_device, adversarial=objective is not None), num_workers, objective,
     )  # fmt: skip
     with session(torch_device) as (_, torch_device):
         return _distill_generations(

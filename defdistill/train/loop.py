@@ -15,8 +15,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checks import check_num_workers, check_positive_int, check_seed, check_temperature
-from ..core.distributed import World, all_reduce_sum, barrier, current_world, rank_seed, session
+from ..checks import (
+    check_budget_options,
+    check_choice,
+    check_num_workers,
+    check_positive_int,
+    check_seed,
+    check_temperature,
+)
+from ..core.distributed import (
+    World,
+    all_reduce_sum,
+    barrier,
+    current_world,
+    launched_world,
+    rank_seed,
+    session,
+)
 from ..core.fileio import ensure_writable_dir
 from ..core.progress import SILENT, ProgressReporter
 from ..core.runtime import derive_seed, library_versions, resolve_device, seed_everything
@@ -25,6 +40,7 @@ from ..errors import DefdistillError
 from ..models import accuracy, build_model, get_arch_spec
 from ..store.checkpoint import TrainingCheckpoint
 from ..store.runs import SURROGATE_NAME, run_dir, run_name, save_run
+from .robust import ADVERSARIAL_METHODS, TRADES, Objective, check_budget, default_budget
 
 OPTIMIZERS = ("adam", "sgd")
 
@@ -187,6 +203,13 @@ def training_checkpoint(
 LossFn = Callable[[torch.Tensor, Any, torch.Tensor], torch.Tensor]
 
 
+def needs_inputs(loss_fn: Any) -> bool:
+    """Whether `fit` calls `loss_fn(model, xb, targets, yb)` (an objective that runs the model
+    itself, as adversarial training crafts its inputs: train.robust) instead of
+    `loss_fn(model(xb), targets, yb)`. Such an objective says so with `needs_inputs = True`."""
+    return bool(getattr(loss_fn, "needs_inputs", False))
+
+
 def _to_device(targets: torch.Tensor | dict[str, torch.Tensor], device: torch.device) -> Any:
     # non_blocking: from pinned memory (the DataLoader path on CUDA) the copy overlaps compute
     if isinstance(targets, dict):
@@ -275,7 +298,10 @@ def fit(
     num_workers: int = 0,
 ) -> list[float]:
     """Minimise `loss_fn(logits, targets[batch], y[batch])` with the recipe's optimiser and
-    learning-rate schedule; return the epoch losses.
+    learning-rate schedule; return the epoch losses. An objective marked `needs_inputs`
+    (train.robust: adversarial training, robust distillation) is called as
+    `loss_fn(model, x[batch], targets[batch], y[batch])` instead; it trains in float32 on one
+    process (no `amp`, no torchrun).
 
     By default the data go to the device as whole tensors and batches are index slices of a
     seeded permutation; with `num_workers` > 0, DataLoader workers gather the same batches
@@ -296,6 +322,9 @@ def fit(
     """
     world = current_world()
     check_num_workers(num_workers)
+    with_inputs = needs_inputs(loss_fn)
+    if with_inputs:
+        check_adversarial_execution(amp, world)
     model.to(device).train()
     n = len(y)
     if num_workers == 0:
@@ -362,7 +391,11 @@ def fit(
             count = 0
             for xb, yb, tb in stream:
                 optimizer.zero_grad(set_to_none=True)
-                if autocast_dtype is None:
+                if with_inputs:
+                    loss = step_loss(step_model, xb, tb, yb)
+                    loss.backward()
+                    optimizer.step()
+                elif autocast_dtype is None:
                     loss = step_loss(step_model(xb), tb, yb)
                     loss.backward()
                     optimizer.step()
@@ -390,6 +423,90 @@ def fit(
             advance(1)
     model.eval()
     return epoch_losses
+
+
+def check_adversarial_execution(amp: str | None, world: World) -> None:
+    """Adversarial training and robust distillation run in float32 on one process: crafting
+    under autocast takes rounded input gradients (a weaker inner attack, a model that looks more
+    robust than it is), and DDP's gradient hooks do not expect the crafting's extra forwards."""
+    if amp:
+        raise DefdistillError(
+            f"adversarial training crafts its examples in float32, not {amp}: "
+            "pass --amp off (auto is off for it)"
+        )
+    if world.distributed:
+        raise DefdistillError(
+            f"adversarial training runs in one process, not {world.size} under torchrun: "
+            "launch it without torchrun"
+        )
+
+
+# --- adversarial training (Madry et al. 2018; TRADES, Zhang et al. 2019): objectives in robust.py ---
+
+ADV_RUN_SUFFIX = {"pgd": "pgdat", "trades": "trades"}  # teacher-T1-pgdat, teacher-T1-trades
+MADRY_STEP_FACTOR = 2.5  # step = 2.5 * eps / steps: PGD can cross the ball and come back
+
+
+def resolve_budget(
+    dataset: str,
+    eps: float | None = None,
+    steps: int | None = None,
+    step_size: float | None = None,
+    beta: float | None = None,
+) -> tuple[float, int, float]:
+    """The L-inf training budget (eps, steps, step size): the dataset's default (robust.default_budget:
+    digits 0.1, 5 steps, 0.05; mnist 0.3, 40, 0.01; fashion-mnist 0.1, 20, 0.0125; cifar10 8/255,
+    10, 2/255) with the user's overrides. Without a step size, a changed eps or step count takes
+    Madry's 2.5 * eps / steps. Every value is checked (`beta` too, when given)."""
+    try:
+        default_eps, default_steps, default_step = default_budget(dataset)
+    except ValueError as exc:
+        if None in (eps, steps, step_size):
+            raise DefdistillError(f"{exc}: pass --adv-eps, --adv-steps and --adv-step-size") from None
+        default_eps, default_steps, default_step = eps, steps, step_size
+    eps = default_eps if eps is None else eps
+    steps = default_steps if steps is None else steps
+    if step_size is None:
+        same = (eps, steps) == (default_eps, default_steps)
+        usable = isinstance(eps, (int, float)) and 0 < eps <= 1 and isinstance(steps, int) and steps >= 1
+        step_size = MADRY_STEP_FACTOR * eps / steps if usable and not same else default_step
+    check_budget_options(check_budget, eps, steps, step_size, beta)
+    return float(eps), int(steps), float(step_size)
+
+
+def adversarial_objective(
+    method: str,
+    dataset: str,
+    eps: float | None = None,
+    steps: int | None = None,
+    step_size: float | None = None,
+    beta: float | None = None,
+) -> Objective:
+    """The adversarial-training objective `method` (pgd, trades) at the resolved budget; TRADES'
+    beta is 6 (the paper's 1/lambda) unless given."""
+    method = check_choice(method, ADVERSARIAL_METHODS, "adversarial training method (--adv)")
+    if beta is not None and method != "trades":
+        raise DefdistillError(f"--beta weighs TRADES' robust term: it does not apply to --adv {method}")
+    eps, steps, step_size = resolve_budget(dataset, eps, steps, step_size, beta)
+    if method == "trades":
+        return TRADES(eps, steps, step_size, beta=TRADES.beta if beta is None else float(beta))
+    return ADVERSARIAL_METHODS[method](eps, steps, step_size)
+
+
+def objective_meta(objective: Objective) -> dict[str, Any]:
+    """An adversarial objective's settings for meta.json, prefixed `adv_` (adv_method, adv_eps,
+    adv_steps, adv_step_size, adv_beta (None but for TRADES), adv_paper, ...)."""
+    return {"adv_beta": None, **{f"adv_{k}": v for k, v in objective.describe().items()}}
+
+
+def training_amp(amp: str | bool | None, device: torch.device, adversarial: bool) -> str | None:
+    """`resolve_amp`, except that adversarial training runs in float32 (see
+    `check_adversarial_execution`): `auto` is off for it, `on` and torchrun are refused."""
+    if not adversarial:
+        return resolve_amp(amp, device)
+    dtype = None if amp in (None, "auto") else resolve_amp(amp, device)
+    check_adversarial_execution(dtype, launched_world())
+    return dtype
 
 
 def temperature_cross_entropy(T: float) -> LossFn:
@@ -470,6 +587,11 @@ def train_teacher(
     num_workers: int = 0,
     name: str | None = None,
     study: str | None = None,
+    adv: str | None = None,
+    adv_eps: float | None = None,
+    adv_steps: int | None = None,
+    adv_step_size: float | None = None,
+    beta: float | None = None,
 ) -> RunResult:
     """Train a teacher with cross-entropy on softmax(z/T); save it as `teacher-T<T>` (or `name`).
 
@@ -477,17 +599,36 @@ def train_teacher(
     names a preset of RECIPES (default: the dataset's); a preset with a warm start trains its
     ordinary epochs at T=1 first. `amp` (auto, on, off) and `num_workers` are described at
     `resolve_amp` and `fit`; under torchrun the processes train one model together.
+
+    `adv` trains it adversarially instead, at T=1: `pgd` (Madry et al. 2018, saved as
+    `teacher-T1-pgdat`) or `trades` (Zhang et al. 2019, `teacher-T1-trades`, weight `beta`,
+    default 6), within the L-inf budget `adv_eps`, `adv_steps`, `adv_step_size` (defaults:
+    `resolve_budget`), in float32 on one process.
     """
     spec = get_dataset_spec(dataset)
     T = check_temperature(T)
+    objective = None
+    if adv is not None:
+        if not math.isclose(T, 1.0):
+            raise DefdistillError(f"--adv {adv} trains at T=1 (the papers' objective), not T={T:g}: drop --T")
+        objective = adversarial_objective(adv, dataset, adv_eps, adv_steps, adv_step_size, beta)
+    elif any(v is not None for v in (adv_eps, adv_steps, adv_step_size, beta)):
+        raise DefdistillError(
+            "--adv-eps, --adv-steps, --adv-step-size and --beta set adversarial training: "
+            "add --adv pgd or --adv trades"
+        )
+    adv_meta = objective_meta(objective) if objective is not None else {}
     arch = arch or spec.default_arch
     get_arch_spec(arch)
     settings = make_recipe(dataset, epochs, batch_size, lr, recipe)
     check_seed(seed)
     check_num_workers(num_workers)
     torch_device = resolve_device(device)
-    amp_dtype = resolve_amp(amp, torch_device)
-    name = name or run_name("teacher", T)
+    amp_dtype = training_amp(amp, torch_device, adversarial=objective is not None)
+    if name is None:
+        name = run_name("teacher", T)
+        if objective is not None:
+            name += "-" + ADV_RUN_SUFFIX[adv_meta["adv_method"]]
     path = run_dir(runs_dir, dataset, name)
     x_train, y_train = load_dataset(dataset, "train", data_dir)
     x_test, y_test = load_dataset(dataset, "test", data_dir)
@@ -495,10 +636,12 @@ def train_teacher(
 
     with session(torch_device) as (world, torch_device):
         checkpoint, notes = training_checkpoint(
-            path, "teacher", dataset, arch, T, seed, settings, resume, **execution_settings(amp_dtype, world)
-        )
+            path, "teacher", dataset, arch, T, seed, settings, resume, **execution_settings(amp_dtype, world),
+            **adv_meta,
+        )  # fmt: skip
         started = time.perf_counter()
-        init_seed = derive_seed(seed, "teacher", T)
+        # an adversarially trained teacher draws its own weights, not teacher-T1's
+        init_seed = derive_seed(seed, "teacher", T, *([adv_meta["adv_method"]] if adv_meta else []))
         seed_everything(init_seed)
         model = build_model(arch, spec.shape, spec.num_classes, spec.mean, spec.std)
         if not (resume and checkpoint.exists()):  # a checkpoint already holds weights past the warm start
@@ -507,14 +650,15 @@ def train_teacher(
                 f"{dataset} {name} warm start", amp_dtype, num_workers,
             )  # fmt: skip
         losses = fit(
-            model, x_train, y_train, y_train, temperature_cross_entropy(T), settings, torch_device, init_seed,
-            progress, f"{dataset} {name}", checkpoint, amp_dtype, num_workers,
+            model, x_train, y_train, y_train, objective or temperature_cross_entropy(T), settings,
+            torch_device, init_seed, progress, f"{dataset} {name}", checkpoint, amp_dtype, num_workers,
         )  # fmt: skip
         test_acc = accuracy(model, x_test, y_test, torch_device)
         meta = finish_meta(base_meta(dataset, arch, "teacher", T, seed, settings), started, losses, test_acc)
         meta.update(
-            teacher=None, init_seed=init_seed, **execution_meta(amp_dtype, world, torch_device, num_workers)
-        )
+            teacher=None, init_seed=init_seed, **execution_meta(amp_dtype, world, torch_device, num_workers),
+            **adv_meta,
+        )  # fmt: skip
         if study:  # a side run (the transfer surrogate): reached by name, never by --model teacher
             meta["study"] = study
         if world.is_main:

@@ -11,6 +11,13 @@ models are never rewritten. Adding a method is adding a `register_method` entry.
 - at: Zagoruyko and Komodakis 2017, "Paying More Attention to Attention".
 - rkd: Park et al. 2019, "Relational Knowledge Distillation".
 - sp: Tung and Mori 2019, "Similarity-Preserving Knowledge Distillation".
+
+Robust distillation (the student is trained on adversarial inputs it crafts against itself; the
+objectives are in robust.py and run the model themselves, so `fit` calls them with the inputs):
+
+- ard: Goldblum, Fowl, Feizi and Goldstein 2020, "Adversarially Robust Distillation" (T=30).
+- rslad: Zi, Zhao, Ma and Jiang 2021, "Revisiting Adversarial Robustness Distillation: Robust Soft
+  Labels Make Student Better" (the teacher's soft labels at T=1).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from torch import nn
 
 from ..errors import DefdistillError
 from ..models import penultimate_path
+from .robust import ARD, RSLAD, Objective
 
 PENULTIMATE = "penultimate"  # symbolic layer: the embedding the last linear layer reads
 
@@ -226,6 +234,9 @@ class MethodSpec:
 
     `build(student_shape, teacher_shape)` returns the feature term (shapes without the batch);
     `weight` multiplies it. `layer` is the module path hooked in both networks by default.
+    A robust method has an `objective` instead, built as `objective(eps, steps, step_size, ...)`
+    (robust.py), which crafts adversarial inputs against the student. `default_T` is the
+    distillation temperature when none is given.
     """
 
     name: str
@@ -236,10 +247,19 @@ class MethodSpec:
     weight: float = 0.0
     build: Callable[[Sequence[int], Sequence[int]], nn.Module] | None = None
     needs_spatial: bool = False
+    objective: Callable[..., Objective] | None = None
+    default_T: float = 100.0
+    uses_T: bool = True  # False: the method's soft labels are at T=1 whatever --T says
+    uses_alpha: bool = True
 
     @property
     def uses_features(self) -> bool:
         return self.build is not None
+
+    @property
+    def robust(self) -> bool:
+        """Trains on adversarial inputs crafted against the student (robust.py)."""
+        return self.objective is not None
 
 
 METHODS: dict[str, MethodSpec] = {}
@@ -324,6 +344,32 @@ register_method(
         layer="features",
         weight=3000.0,
         build=lambda student_shape, teacher_shape: FeatureLoss(sp_loss),
+    )
+)
+
+# Robust distillation: the objective's own defaults (robust.py), which follow each paper's code.
+register_method(
+    MethodSpec(
+        "ard",
+        f"alpha * T^2 KL(t(x)/T || s(x')/T) + (1 - alpha) CE(s(x), y), x' by PGD on the student's CE "
+        f"(alpha {ARD.alpha:g}, T {ARD.T:g})",
+        "Goldblum et al. 2020",
+        default_alpha=ARD.alpha,
+        objective=ARD,
+        default_T=ARD.T,
+    )
+)
+register_method(
+    MethodSpec(
+        "rslad",
+        f"{RSLAD.robust_weight:.3g} KL(t(x) || s(x')) + {1 - RSLAD.robust_weight:.3g} KL(t(x) || s(x)), "
+        "the teacher's soft labels at T=1, x' by PGD on that KL",
+        "Zi et al. 2021",
+        default_alpha=1.0,
+        objective=RSLAD,
+        default_T=1.0,
+        uses_T=False,
+        uses_alpha=False,
     )
 )
 

@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import ClassVar, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -70,7 +70,13 @@ Start = Literal["uniform", "normal", "none"]
 
 
 class Objective(Protocol):
-    """What the training loop needs from a training objective."""
+    """What the training loop needs from a training objective.
+
+    ``needs_inputs = True`` tells ``defdistill.train.loop.fit`` to call it as
+    ``objective(model, xb, targets_b, yb)`` rather than ``loss_fn(model(xb), targets_b, yb)``.
+    """
+
+    needs_inputs: ClassVar[bool]
 
     def __call__(self, model: nn.Module, x: Tensor, targets: Tensor, labels: Tensor) -> Tensor: ...
 
@@ -289,6 +295,7 @@ class PGDAdversarialTraining:
     ``targets`` is ignored (the labels are used).
     """
 
+    needs_inputs: ClassVar[bool] = True  # fit calls it with the model and the inputs
     eps: float
     steps: int
     step_size: float
@@ -345,6 +352,7 @@ class TRADES:
     ``targets`` is ignored (the labels are used).
     """
 
+    needs_inputs: ClassVar[bool] = True  # fit calls it with the model and the inputs
     eps: float
     steps: int
     step_size: float
@@ -415,6 +423,7 @@ class ARD:
         craft_mode: mode the student crafts in; ``"train"`` as in the reference.
     """
 
+    needs_inputs: ClassVar[bool] = True  # fit calls it with the model and the inputs
     eps: float
     steps: int
     step_size: float
@@ -487,6 +496,7 @@ class RSLAD:
         craft_mode: mode the student crafts in; ``"eval"`` as in the reference.
     """
 
+    needs_inputs: ClassVar[bool] = True  # fit calls it with the model and the inputs
     eps: float
     steps: int
     step_size: float

@@ -1,0 +1,325 @@
+"""Defences that work, beside the one that does not, evaluated the same way.
+
+Defensive distillation (Papernot et al. 2016) looks robust to gradient attacks because its
+softmax saturates (Carlini & Wagner 2016, 2017). Adversarial training is the baseline
+that holds: PGD-AT (Madry et al. 2018), TRADES (Zhang et al. 2019), and the robust distillation
+methods that pass a robust teacher on to a student, ARD (Goldblum et al. 2020) and RSLAD (Zi et
+al. 2021). `run_defences` trains (or reuses) one model per defence on a dataset, attacks each
+with the same attacks and budgets, runs the gradient-masking diagnosis on each, and writes
+results/defences.{csv,md}: a table derived from the robustness and diagnostics records.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..checks import check_eps, check_positive_int, check_seed, check_temperature
+from ..core.fileio import ensure_writable_dir
+from ..core.progress import SILENT, ProgressReporter
+from ..core.runtime import resolve_device
+from ..data.registry import get_dataset_spec
+from ..errors import DefdistillError
+from ..evaluate.attacks import DEFAULT_EPS, AttackSettings, attack_model, check_attacks
+from ..evaluate.diagnose import Diagnosis, diagnose_model
+from ..store.runs import META_FILE, SURROGATE_NAME, read_meta, run_dir, run_name
+from ..store.tables import rebuild_tables, write_table
+from ..train.distill import default_student_name, distill
+from ..train.loop import (
+    ADV_RUN_SUFFIX,
+    RunResult,
+    make_recipe,
+    resolve_budget,
+    train_surrogate,
+    train_teacher,
+)
+from ..train.losses import get_method
+from ..train.robust import TRADES
+
+DEFAULT_ATTACKS = ("fgsm", "pgd")
+TABLE = "defences"
+TITLE = (
+    "Defences: clean accuracy, FGSM/PGD success and worst-case robust accuracy (L-inf) per defence, "
+    "the gradient-masking verdict and the training time"
+)
+
+
+@dataclass(frozen=True)
+class Defence:
+    """One row of the comparison: the run that embodies the defence, and where it comes from."""
+
+    key: str
+    model: str
+    what: str
+    teacher: str | None = None  # the run a student is distilled from
+
+
+def defences(dataset: str, T: float = 100.0) -> list[Defence]:
+    """The defences compared, in table order; robust students learn from the PGD-AT teacher."""
+    arch = get_dataset_spec(dataset).default_arch
+    pgdat = f"{run_name('teacher', 1)}-{ADV_RUN_SUFFIX['pgd']}"
+    ard, rslad = (
+        default_student_name(get_method(m).default_T, m, arch, arch, "train") for m in ("ard", "rslad")
+    )
+    return [
+        Defence("standard", run_name("teacher", 1), "no defence: cross-entropy at T=1"),
+        Defence("distillation-teacher", run_name("teacher", T), f"teacher trained at T={T:g}"),
+        Defence(
+            "defensive-distillation",
+            run_name("student", T),
+            f"student at T={T:g} (Papernot et al. 2016)",
+            run_name("teacher", T),
+        ),
+        Defence("pgd-at", pgdat, "PGD adversarial training (Madry et al. 2018)"),
+        Defence(
+            "trades",
+            f"{run_name('teacher', 1)}-{ADV_RUN_SUFFIX['trades']}",
+            "TRADES, beta 6 (Zhang et al. 2019)",
+        ),
+        Defence("ard", ard, "ARD from the PGD-AT teacher (Goldblum et al. 2020)", pgdat),
+        Defence("rslad", rslad, "RSLAD from the PGD-AT teacher (Zi et al. 2021)", pgdat),
+    ]
+
+
+@dataclass
+class DefencesReport:
+    """What `run_defences` trained, measured and wrote."""
+
+    runs: dict[str, Path]  # defence key -> run folder
+    reused: list[str]  # the defences whose finished run was reused, not trained again
+    table: pd.DataFrame
+    seconds: float
+    diagnoses: list[Diagnosis] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+# --- the table ---------------------------------------------------------------------------------
+
+
+def robust_accuracy(worst_case: pd.DataFrame) -> tuple[pd.Series, str]:
+    """Worst-case robust accuracy per worst_case row, and what it is.
+
+    The evaluation layer's per-input ensemble (an input counts only if every attack failed on
+    it) when the frame has it; else the strongest single attack's, clean_acc * (1 - worst_success),
+    which an ensemble can only lower.
+    """
+    if "ensemble_robust_acc" in worst_case.columns:
+        return worst_case["ensemble_robust_acc"], "per-input ensemble of the attacks"
+    return worst_case["clean_acc"] * (1.0 - worst_case["worst_success"]), "strongest single attack"
+
+
+def _clean_accuracy(robustness: pd.DataFrame) -> pd.DataFrame:
+    """Clean accuracy on the attacked inputs, per dataset and model (from its fgsm or pgd rows)."""
+    rows = robustness[robustness["attack"].isin(DEFAULT_ATTACKS)].sort_values("n", ascending=False)
+    return rows.groupby(["dataset", "model"], as_index=False)[["clean_acc", "n"]].first()
+
+
+def _masked(diagnostics: pd.DataFrame | None, dataset: str, model: str) -> bool | None:
+    """The diagnosis' verdict (True: robustness is likely gradient masking), None when not diagnosed."""
+    if diagnostics is None or diagnostics.empty:
+        return None
+    verdict = diagnostics[
+        (diagnostics["dataset"] == dataset)
+        & (diagnostics["model"] == model)
+        & (diagnostics["check"] == "verdict")
+    ]
+    return None if verdict.empty else not bool(verdict.iloc[0]["passed"])
+
+
+def _train_seconds(runs_dir: Path, dataset: str, model: str) -> float:
+    try:
+        return float(read_meta(run_dir(runs_dir, dataset, model)).get("wall_seconds", math.nan))
+    except DefdistillError:
+        return math.nan
+
+
+def defences_frame(
+    frames: dict[str, pd.DataFrame], runs_dir: str | Path, datasets: Sequence[str], T: float = 100.0
+) -> pd.DataFrame:
+    """One row per dataset and defence from `rebuild_tables`' frames: clean accuracy and n (the
+    attacked inputs), FGSM and PGD success and worst-case robust accuracy at each eps, what the
+    robust accuracy is (`robust_accuracy`), the masking verdict, and the training time (s)."""
+    worst = frames.get("worst_case", pd.DataFrame())
+    if worst.empty:
+        return pd.DataFrame()
+    if "clean_acc" not in worst.columns:
+        worst = worst.merge(_clean_accuracy(frames["robustness"]), on=["dataset", "model"], how="left")
+    robust, source = robust_accuracy(worst)
+    worst = worst.assign(robust=robust)
+    rows = []
+    for dataset in datasets:
+        for defence in defences(dataset, T):
+            mine = worst[(worst["dataset"] == dataset) & (worst["model"] == defence.model)].sort_values("eps")
+            if mine.empty:
+                continue
+            row: dict[str, Any] = {
+                "dataset": dataset, "defence": defence.key, "model": defence.model,
+                "teacher": defence.teacher, "clean_acc": mine["clean_acc"].iloc[0],
+                "n": mine["n"].iloc[0] if "n" in mine.columns else None,
+            }  # fmt: skip
+            for measure, column in (
+                ("fgsm_success", "fgsm"),
+                ("pgd_success", "pgd"),
+                ("robust_acc", "robust"),
+            ):
+                for eps, value in zip(mine["eps"], mine[column], strict=True):
+                    row[f"{measure}@{eps:g}"] = value
+            row["robust_acc_of"] = source
+            row["masked"] = _masked(frames.get("diagnostics"), dataset, defence.model)
+            row["train_seconds"] = _train_seconds(Path(runs_dir), dataset, defence.model)
+            row["what"] = defence.what
+            rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    by_eps = sorted(
+        (c for c in frame.columns if "@" in c),
+        key=lambda c: (
+            ["fgsm_success", "pgd_success", "robust_acc"].index(c.split("@")[0]),
+            float(c.split("@")[1]),
+        ),
+    )
+    first = ["dataset", "defence", "model", "teacher", "clean_acc", "n"]
+    return frame[[*first, *by_eps, "robust_acc_of", "masked", "train_seconds", "what"]]
+
+
+def write_defences_table(
+    results_dir: str | Path,
+    runs_dir: str | Path,
+    T: float = 100.0,
+    frames: dict[str, pd.DataFrame] | None = None,
+) -> pd.DataFrame:
+    """Rebuild the tables and write results/defences.{csv,md} for every dataset whose PGD-AT
+    teacher has been attacked (the study ran there)."""
+    frames = frames if frames is not None else rebuild_tables(results_dir)
+    worst = frames.get("worst_case", pd.DataFrame())
+    pgdat = f"{run_name('teacher', 1)}-{ADV_RUN_SUFFIX['pgd']}"
+    datasets = [] if worst.empty else sorted(set(worst.loc[worst["model"] == pgdat, "dataset"]))
+    frame = defences_frame(frames, runs_dir, datasets, T)
+    write_table(results_dir, TABLE, frame, TITLE)
+    return frame
+
+
+# --- the study -----------------------------------------------------------------------------------
+
+
+def _reusable(path: Path, wanted: dict[str, Any]) -> bool:
+    """Whether the finished run at `path` was trained with the settings in `wanted`."""
+    if not (path / META_FILE).is_file():
+        return False
+    try:
+        meta = read_meta(path)
+    except DefdistillError:
+        return False  # damaged: train it again
+    return all(
+        math.isclose(meta.get(k), v)
+        if isinstance(v, float) and isinstance(meta.get(k), (int, float))
+        else meta.get(k) == v
+        for k, v in wanted.items()
+    )
+
+
+def run_defences(
+    dataset: str = "digits",
+    epochs: int | None = None,
+    n: int | None = None,
+    eps: Sequence[float] = DEFAULT_EPS,
+    attacks: Sequence[str] = DEFAULT_ATTACKS,
+    T: float = 100.0,
+    seed: int = 0,
+    settings: AttackSettings = AttackSettings(),
+    runs_dir: str | Path = "runs",
+    results_dir: str | Path = "results",
+    data_dir: str | Path = "data",
+    device: str = "auto",
+    progress: ProgressReporter = SILENT,
+) -> DefencesReport:
+    """Train (or reuse) every defence of `defences` and the transfer surrogate, attack each with
+    `attacks` at `eps` on the first `n` test inputs, diagnose each for gradient masking, and
+    write results/defences.{csv,md}.
+
+    A finished run is reused when its dataset, seed, epochs (and budget, and teacher for a
+    student) are the ones asked for; a student is retrained whenever its teacher was.
+    """
+    get_dataset_spec(dataset)
+    T = check_temperature(T)
+    attacks = check_attacks(attacks)
+    eps = check_eps(eps)
+    if n is not None:
+        check_positive_int(n, "--n")
+    recipe = make_recipe(dataset, epochs)
+    check_seed(seed)
+    resolve_device(device)
+    if math.isclose(T, 1.0):
+        raise DefdistillError(
+            "defensive distillation needs T > 1 (the standard teacher is T=1): e.g. --T 100"
+        )
+    ensure_writable_dir(Path(runs_dir) / dataset, "--runs-dir")
+    ensure_writable_dir(results_dir, "--results-dir")
+    budget = resolve_budget(dataset)
+    started = time.perf_counter()
+    common = dict(
+        dataset=dataset, seed=seed, epochs=epochs, runs_dir=runs_dir, data_dir=data_dir, device=device,
+        progress=progress,
+    )  # fmt: skip
+    base = {"dataset": dataset, "seed": seed, "epochs": recipe.epochs}
+    adv = {"adv_eps": budget[0], "adv_steps": budget[1], "adv_step_size": budget[2]}
+    chosen = defences(dataset, T)
+    teacher_of = {d.key: d.teacher for d in chosen}
+    students = dict(results_dir=results_dir, **common)
+    plans: dict[str, tuple[dict[str, Any], Callable[[], RunResult]]] = {
+        "standard": (base, lambda: train_teacher(T=1.0, **common)),
+        "distillation-teacher": (base, lambda: train_teacher(T=T, **common)),
+        "defensive-distillation": (
+            {**base, "method": "soft"},
+            lambda: distill(T=T, teacher=teacher_of["defensive-distillation"], **students),
+        ),
+        "pgd-at": ({**base, **adv, "adv_method": "pgd"}, lambda: train_teacher(adv="pgd", **common)),
+        "trades": (
+            {**base, **adv, "adv_method": "trades", "adv_beta": TRADES.beta},
+            lambda: train_teacher(adv="trades", **common),
+        ),
+        "ard": (
+            {**base, **adv, "method": "ard"},
+            lambda: distill(method="ard", teacher=teacher_of["ard"], **students),
+        ),
+        "rslad": (
+            {**base, **adv, "method": "rslad"},
+            lambda: distill(method="rslad", teacher=teacher_of["rslad"], **students),
+        ),
+    }
+    runs: dict[str, Path] = {}
+    reused: list[str] = []
+    trained: set[str] = set()
+    surrogate = run_dir(runs_dir, dataset, SURROGATE_NAME)
+    if not _reusable(surrogate, {**base, "seed": seed + 1}):
+        train_surrogate(**common)
+    for defence in chosen:
+        wanted, train = plans[defence.key]
+        path = run_dir(runs_dir, dataset, defence.model)
+        fresh_teacher = defence.teacher is not None and defence.teacher in trained
+        if not fresh_teacher and _reusable(
+            path, {**wanted, **({"teacher": defence.teacher} if defence.teacher else {})}
+        ):
+            reused.append(defence.key)
+        else:
+            path = train().path
+            trained.add(defence.model)
+        runs[defence.key] = path
+
+    notes: list[str] = []
+    evaluation = dict(
+        dataset=dataset, eps=eps, n=n, seed=seed, settings=settings, runs_dir=runs_dir,
+        results_dir=results_dir, data_dir=data_dir, device=device, progress=progress,
+    )  # fmt: skip
+    for path in runs.values():
+        notes.extend(attack_model(model=str(path), attacks=attacks, **evaluation).notes)
+    diagnoses = [diagnose_model(model=str(path), **evaluation) for path in runs.values()]
+    table = write_defences_table(results_dir, runs_dir, T)
+    return DefencesReport(runs, reused, table, time.perf_counter() - started, diagnoses, notes)
