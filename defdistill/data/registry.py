@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .files import CIFAR_FILES, CIFAR_FOLDER, IDX_FILES, expected_files, load_cifar_split, load_idx_split
 from ..errors import DefdistillError
+from .files import CIFAR_FILES, CIFAR_FOLDER, IDX_FILES, expected_files, load_cifar_split, load_idx_split
 
 SPLITS = ("train", "test")
 
