@@ -116,8 +116,8 @@ def robust_accuracy(worst_case: pd.DataFrame) -> tuple[pd.Series, str]:
 
 def _clean_accuracy(robustness: pd.DataFrame) -> pd.DataFrame:
     """Clean accuracy on the attacked inputs, per dataset and model (from its fgsm or pgd rows)."""
-    rows = robustness[robustness["attack"].isin(DEFAULT_ATTACKS)].sort_values("n", ascending=False)
-    return rows.groupby(["dataset", "model"], as_index=False)[["clean_acc", "n"]].first()
+    rows = robustness[robustness["attack"].isin(DEFAULT_ATTACKS)]
+    return rows.groupby(["dataset", "model", "n"], as_index=False)[["clean_acc"]].first()
 
 
 def _masked(diagnostics: pd.DataFrame | None, dataset: str, model: str) -> bool | None:
@@ -149,13 +149,14 @@ def defences_frame(
     if worst.empty:
         return pd.DataFrame()
     if "clean_acc" not in worst.columns:
-        worst = worst.merge(_clean_accuracy(frames["robustness"]), on=["dataset", "model"], how="left")
+        worst = worst.merge(_clean_accuracy(frames["robustness"]), on=["dataset", "model", "n"], how="left")
     robust, source = robust_accuracy(worst)
     worst = worst.assign(robust=robust)
     rows = []
     for dataset in datasets:
         for defence in defences(dataset, T):
-            mine = worst[(worst["dataset"] == dataset) & (worst["model"] == defence.model)].sort_values("eps")
+            mine = worst[(worst["dataset"] == dataset) & (worst["model"] == defence.model)]
+            mine = mine[mine["n"] == mine["n"].max()].sort_values("eps")  # one set of inputs
             if mine.empty:
                 continue
             row: dict[str, Any] = {
