@@ -483,6 +483,18 @@ def privacy_cmd(
             help="The students' inputs: public (the other half of the train split, labels unused) or noise.",
         ),
     ] = "public",
+    control: Annotated[
+        bool,
+        typer.Option(
+            "--control",
+            help="Also train privacy-control: the same network on the public half with its true labels "
+            "(no private example), attacked the same way: the floor of a model without members.",
+        ),
+    ] = False,
+    control_only: Annotated[
+        bool,
+        typer.Option("--control-only", help="Train and attack the control alone (no teacher, no students)."),
+    ] = False,
     dataset: Dataset = "digits",
     epochs: Epochs = None,
     seed: Seed = 0,
@@ -508,6 +520,8 @@ def privacy_cmd(
             data_dir=data_dir,
             device=device,
             progress=_reporter(quiet),
+            control=control,
+            control_only=control_only,
         )
 
     report = _call(run)
