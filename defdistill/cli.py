@@ -597,13 +597,26 @@ def compression_cmd(
 def report_cmd(
     results_dir: ResultsDir = Path("results"),
     eps: Annotated[float, typer.Option("--eps", help="L-inf budget of the success-against-T plot.")] = 0.3,
+    runs_dir: RunsDir = Path("runs"),
+    doc: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--doc",
+            help="A document whose generated blocks naming this results folder are rewritten from the tables "
+            "(repeatable; default: README.md and REPRODUCTION.md here, when they exist).",
+        ),
+    ] = None,
 ) -> None:
-    """Plot the tables in results/ (PNG) and write results/REPORT.md around the plots."""
+    """Plot the tables in results/ (PNG), write results/REPORT.md, and rewrite the docs' generated numbers."""
     from .report import write_report
 
-    result = _call(write_report, results_dir, eps)
+    docs = (
+        doc if doc is not None else [p for p in (Path("README.md"), Path("REPRODUCTION.md")) if p.is_file()]
+    )
+    result = _call(write_report, results_dir, eps, runs_dir=runs_dir, docs=docs)
     _notes(result.notes)
-    out.print(f"report: {len(result.plots)} plots -> {result.report}", highlight=False)
+    changed = f"; rewrote {', '.join(str(p) for p in result.docs)}" if result.docs else ""
+    out.print(f"report: {len(result.plots)} plots -> {result.report}{changed}", highlight=False)
 
 
 @app.command("diagnose")

@@ -91,5 +91,6 @@ def test_report_runs_dir_fills_the_costs_it_tabulates(trained_runs, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert json.loads(record.read_text())["cost_pp"] is not None
-    section = (results / "REPORT.md").read_text().split("### Accuracy")[1]
-    assert "| baseline_acc | cost_pp |" in section.splitlines()[4]
+    section = (results / "REPORT.md").read_text().split("### Accuracy gap and cost")[1]
+    header = next(line for line in section.splitlines() if line.startswith("| T |"))
+    assert header.endswith("| gap_pp | baseline_acc | cost_pp |")

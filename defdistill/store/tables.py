@@ -43,6 +43,8 @@ ACCURACY_GAP_EXTRA = (
     "method", "student_arch", "student_params", "teacher_params", "baseline", "baseline_acc", "cost_pp",
 )  # fmt: skip
 BASELINE_RUN = "teacher-T1"
+# Columns a row may leave out (recorded empty): filled later, or by writers that predate them.
+OPTIONAL_COLUMNS = {"accuracy_gap": ("baseline", "baseline_acc", "cost_pp")}
 
 COMPRESSION_COLUMNS = (
     "dataset", "model", "role", "arch", "method", "params", "size_bytes",
@@ -122,6 +124,7 @@ def record_rows(results_dir: str | Path, table: str, rows: Sequence[dict[str, An
     _ensure_writable(results_dir)
     columns = TABLES[table][0]
     for row in rows:
+        row = {c: None for c in OPTIONAL_COLUMNS.get(table, ())} | dict(row)
         missing = [c for c in columns if c not in row]
         if missing:
             raise ValueError(f"row for {table} lacks {missing}")
