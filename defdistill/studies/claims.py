@@ -244,14 +244,18 @@ def privacy_results(results_dir: Path, dataset: str = "digits") -> str:
     return "\n".join(lines)
 
 
-def _verdict(d, what: str) -> str:
-    """A sentence on per-seed differences, whichever way they come out."""
+def _verdict(d, what: str, adjusted: float) -> str:
+    """A sentence on per-seed differences, whichever way they come out; `adjusted` is the t-test's
+    p-value after Holm's correction over the family of comparisons it belongs to."""
     if math.isnan(d.t_p_value):
         test = "too few seeds for a t-test"
     else:
-        test = f"paired t-test p = {d.t_p_value:.2g}, sign test p = {d.sign_p_value:.2g}"
+        test = (
+            f"paired t-test p = {d.t_p_value:.2g}, Holm-adjusted {adjusted:.2g}; "
+            f"sign test p = {d.sign_p_value:.2g}"
+        )
     direction = "lower" if d.mean < 0 else "higher"
-    sure = not math.isnan(d.t_p_value) and d.t_p_value < 0.05
+    sure = not math.isnan(adjusted) and adjusted < 0.05
     judged = (
         f"{direction}, significant at the 5% level" if sure else f"{direction} on average, not significant"
     )
@@ -262,17 +266,31 @@ def _verdict(d, what: str) -> str:
     )
 
 
+def _family(comparisons: list[tuple[str, object]]) -> list[str]:
+    """Bullets for a family of comparisons, their p-values Holm-adjusted together."""
+    from ..report import holm
+
+    raw = [1.0 if math.isnan(d.t_p_value) else d.t_p_value for _, d in comparisons]
+    adjusted = holm(raw) if raw else []
+    return [f"- {_verdict(d, what, p)}" for (what, d), p in zip(comparisons, adjusted, strict=True)]
+
+
 def _privacy_findings(rows: pd.DataFrame) -> list[str]:
-    """Bullets on the paired per-seed differences (students and control against the teacher)."""
+    """Bullets on the paired per-seed differences: every model against the teacher (LiRA AUC), the
+    students' accuracy cost, and every model against the control (loss AUC) when it was run."""
     from ..report import PRIVACY_CONTROL, PRIVACY_TEACHER, privacy_differences
 
     lines = [
-        "Each model against the teacher, seed by seed (a seed's models share the split and the shadows):",
+        "Each model against the teacher, seed by seed (a seed's models share the split and the shadows; "
+        "p-values Holm-adjusted within each list):",
         "",
     ]
-    for attack, column, name in (("lira", "auc", "LiRA AUC"), ("lira", "tpr_at_1pct_fpr", "LiRA TPR@1%FPR")):
-        for model, d in privacy_differences(rows, attack, column, PRIVACY_TEACHER).items():
-            lines.append(f"- {_verdict(d, f'{name} of {model} minus the teacher')}")
+    lines += _family(
+        [
+            (f"LiRA AUC of {model} minus the teacher", d)
+            for model, d in privacy_differences(rows, "lira", "auc", PRIVACY_TEACHER).items()
+        ]
+    )
     accuracy = rows[rows["attack"] == "loss"].pivot_table(index="model", columns="seed", values="test_acc")
     if PRIVACY_TEACHER in accuracy.index:
         for transfer, prefix in (("public", "privacy-student-T"), ("noise", "privacy-student-noise-")):
@@ -286,12 +304,17 @@ def _privacy_findings(rows: pd.DataFrame) -> list[str]:
                 f"{cost.shape[0]} students x {cost.shape[1]} seeds, mean {np.nanmean(cost.to_numpy()):+.1f}."
             )
     if (rows["model"] == PRIVACY_CONTROL).any():
-        for model, d in privacy_differences(rows, "loss", "auc", PRIVACY_CONTROL).items():
-            if model != PRIVACY_TEACHER:
-                lines.append(f"- {_verdict(d, f'loss AUC of {model} minus the control')}")
-        teacher = privacy_differences(rows, "loss", "auc", PRIVACY_CONTROL).get(PRIVACY_TEACHER)
-        if teacher is not None:
-            lines.append(f"- {_verdict(teacher, 'loss AUC of the teacher minus the control')}")
+        against = privacy_differences(rows, "loss", "auc", PRIVACY_CONTROL)
+        named = {PRIVACY_TEACHER: "the teacher"}
+        lines += [
+            "",
+            "Each model against the control (the same network trained on the public half with its labels, "
+            "no member seen), seed by seed:",
+            "",
+        ]
+        lines += _family(
+            [(f"Loss AUC of {named.get(model, model)} minus the control", d) for model, d in against.items()]
+        )
     else:
         lines.append(
             "- No control in these tables (`defdistill privacy --control`: the same network trained on the "
