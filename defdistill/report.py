@@ -29,7 +29,14 @@ import pandas as pd
 from .core.fileio import atomic_write_bytes, atomic_write_text
 from .errors import DefdistillError
 from .store.runs import format_T, run_name
-from .store.tables import RECORDS_DIR, ROLE_RANK, read_records, refresh_accuracy_baselines, to_markdown
+from .store.tables import (
+    RECORDS_DIR,
+    ROLE_RANK,
+    migrate_privacy_records,
+    read_records,
+    refresh_accuracy_baselines,
+    to_markdown,
+)
 
 REPORT_FILE = "REPORT.md"
 DEFAULT_REPORT_EPS = 0.3
@@ -482,6 +489,8 @@ def write_report(
             "run experiments/temperature_sweep.sh digits (or defdistill demo) first"
         )
     refresh_accuracy_baselines(results_dir, runs_dir)
+    for folder in [results_dir, *sorted((results_dir / PRIVACY_SEEDS_DIR).glob("*/"))]:
+        migrate_privacy_records(folder)  # rows keyed before the transfer set was part of the key
     all_robustness = read_records(results_dir, "robustness")
     robustness = _sweep_rows(all_robustness)
     gaps = read_records(results_dir, "accuracy_gap")

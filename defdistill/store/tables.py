@@ -344,3 +344,44 @@ def refresh_accuracy_baselines(results_dir: str | Path, runs_dir: str | Path | N
     if changed:
         rebuild_tables(results_dir)
     return changed
+
+
+LEGACY_PRIVACY_KEY = ("dataset", "model", "attack")
+PRIVACY_ROC_RECORDS = "privacy_roc"  # the stored ROC of each privacy row, under the row's file name
+UNTRANSFERRED_ROLES = ("teacher", "control")  # trained on no transfer set
+
+
+def migrate_privacy_records(results_dir: str | Path) -> int:
+    """Move privacy records keyed without the transfer set (dataset, model, attack) to the current
+    key, giving the teacher (and a control) the transfer set NO_TRANSFER_SET; their stored ROCs
+    move with them. Numbers are untouched. Returns the number of records moved; tables are rebuilt
+    when any moved."""
+    results_dir = Path(results_dir)
+    folder = results_dir / RECORDS_DIR / "privacy"
+    moved = 0
+    for path in sorted(folder.glob("*.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(record, dict) or not set(LEGACY_PRIVACY_KEY) <= set(record):
+            continue
+        if path.stem != key_slug(record[k] for k in LEGACY_PRIVACY_KEY):
+            continue  # already under the current key
+        if record.get("role") in UNTRANSFERRED_ROLES or "transfer_set" not in record:
+            record["transfer_set"] = (
+                NO_TRANSFER_SET if record.get("role") in UNTRANSFERRED_ROLES else "public"
+            )
+        stem = record_slug("privacy", record)
+        atomic_write_json(folder / f"{stem}.json", record)
+        roc = results_dir / RECORDS_DIR / PRIVACY_ROC_RECORDS / path.name
+        if roc.is_file():
+            curve = json.loads(roc.read_text(encoding="utf-8"))
+            curve["transfer_set"] = record["transfer_set"]
+            atomic_write_text(roc.with_name(f"{stem}.json"), json.dumps(curve, separators=(",", ":")) + "\n")
+            roc.unlink()
+        path.unlink()
+        moved += 1
+    if moved:
+        rebuild_tables(results_dir)
+    return moved

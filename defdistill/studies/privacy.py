@@ -36,7 +36,14 @@ from ..data.registry import DatasetSpec, get_dataset_spec, load_dataset
 from ..errors import DefdistillError
 from ..models import accuracy, build_model, predict_logits
 from ..store.runs import format_T, run_dir, save_run
-from ..store.tables import NO_TRANSFER_SET, RECORDS_DIR, key_slug, record_rows, record_slug
+from ..store.tables import (
+    NO_TRANSFER_SET,
+    PRIVACY_ROC_RECORDS,
+    RECORDS_DIR,
+    migrate_privacy_records,
+    record_rows,
+    record_slug,
+)
 from ..train.distill import distillation_loss
 from ..train.loop import LossFn, Recipe, base_meta, finish_meta, fit, recipe_for, temperature_cross_entropy
 
@@ -55,7 +62,7 @@ SHADOW_SCORES_FILE = "lira_shadow_scores.json"
 STUDY = "privacy"
 # Each model x attack ROC is kept beside its record in records/privacy, so the figure can be
 # redrawn (and other plots made) without retraining.
-ROC_RECORDS = "privacy_roc"
+ROC_RECORDS = PRIVACY_ROC_RECORDS
 ROC_PANELS = ("lira", "loss")  # the calibrated attack, and the simplest baseline beside it
 ROC_FLOOR = 1e-3  # the log axes' lower end: TPR at 0.1% FPR is the lowest rate the table reports
 
@@ -620,7 +627,7 @@ def run_privacy(
                     "epochs": setting.recipe.epochs,
                 }
             )  # fmt: skip
-    drop_legacy_records(results_dir, rows)
+    migrate_privacy_records(results_dir)  # older records move to the current key, then these replace them
     record_rows(results_dir, "privacy", rows)
     for row, roc in zip(rows, curves, strict=True):
         save_roc_record(results_dir, row, roc)
@@ -638,20 +645,6 @@ def run_privacy(
     if not shadows:
         notes.append("--shadow 0: LiRA skipped")
     return PrivacyReport(models, rows, figure, time.perf_counter() - started, notes)
-
-
-def drop_legacy_records(results_dir: str | Path, rows: Sequence[dict[str, Any]]) -> list[Path]:
-    """Remove the records (and stored ROCs) these rows supersede that were keyed without the
-    transfer set (dataset, model, attack), so a re-run never leaves the same model twice."""
-    removed = []
-    for row in rows:
-        stem = key_slug(row[k] for k in ("dataset", "model", "attack"))
-        for folder in ("privacy", ROC_RECORDS):
-            path = Path(results_dir) / RECORDS_DIR / folder / f"{stem}.json"
-            if path.is_file():
-                path.unlink()
-                removed.append(path)
-    return removed
 
 
 # --- stored ROC curves and the figure ---------------------------------------------------------
