@@ -723,6 +723,18 @@ def privacy_cmd(
             help="The students' inputs: public (the other half of the train split, labels unused) or noise.",
         ),
     ] = "public",
+    control: Annotated[
+        bool,
+        typer.Option(
+            "--control",
+            help="Also train privacy-control: the same network on the public half with its true labels "
+            "(no private example), attacked the same way: the floor of a model without members.",
+        ),
+    ] = False,
+    control_only: Annotated[
+        bool,
+        typer.Option("--control-only", help="Train and attack the control alone (no teacher, no students)."),
+    ] = False,
     dataset: Dataset = "digits",
     epochs: Epochs = None,
     seed: Seed = 0,
@@ -748,6 +760,8 @@ def privacy_cmd(
             data_dir=data_dir,
             device=device,
             progress=_reporter(quiet),
+            control=control,
+            control_only=control_only,
         )
 
     report = _call(run)
@@ -823,13 +837,26 @@ def compression_cmd(
 def report_cmd(
     results_dir: ResultsDir = Path("results"),
     eps: Annotated[float, typer.Option("--eps", help="L-inf budget of the success-against-T plot.")] = 0.3,
+    runs_dir: RunsDir = Path("runs"),
+    doc: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--doc",
+            help="A document whose generated blocks naming this results folder are rewritten from the tables "
+            "(repeatable; default: README.md and REPRODUCTION.md here, when they exist).",
+        ),
+    ] = None,
 ) -> None:
-    """Plot the tables in results/ (PNG) and write results/REPORT.md around the plots."""
+    """Plot the tables in results/ (PNG), write results/REPORT.md, and rewrite the docs' generated numbers."""
     from .report import write_report
 
-    result = _call(write_report, results_dir, eps)
+    docs = (
+        doc if doc is not None else [p for p in (Path("README.md"), Path("REPRODUCTION.md")) if p.is_file()]
+    )
+    result = _call(write_report, results_dir, eps, runs_dir=runs_dir, docs=docs)
     _notes(result.notes)
-    out.print(f"report: {len(result.plots)} plots -> {result.report}", highlight=False)
+    changed = f"; rewrote {', '.join(str(p) for p in result.docs)}" if result.docs else ""
+    out.print(f"report: {len(result.plots)} plots -> {result.report}{changed}", highlight=False)
 
 
 @app.command("diagnose")

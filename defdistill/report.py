@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import io
 import math
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,11 +29,18 @@ import pandas as pd
 from .core.fileio import atomic_write_bytes, atomic_write_text
 from .errors import DefdistillError
 from .store.runs import format_T, run_name
-from .store.tables import RECORDS_DIR, ROLE_RANK, read_records, to_markdown
+from .store.tables import (
+    RECORDS_DIR,
+    ROLE_RANK,
+    migrate_privacy_records,
+    read_records,
+    refresh_accuracy_baselines,
+    to_markdown,
+)
 
 REPORT_FILE = "REPORT.md"
 DEFAULT_REPORT_EPS = 0.3
-EXTRA_TABLES = ("worst_case", "diagnostics")  # derived tables, embedded when present
+EXTRA_TABLES = ("worst_case",)  # derived tables, embedded when present
 ROLE_STYLE = {"teacher": "--", "student": "-"}
 MARKERS = "osD^vP*X<>"
 PRIVACY_REPORT_COLUMNS = (
@@ -49,6 +58,7 @@ class ReportResult:
     report: Path
     plots: list[Path]
     notes: list[str] = field(default_factory=list)
+    docs: list[Path] = field(default_factory=list)  # documents whose generated blocks changed
 
 
 def _sweep_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -99,18 +109,21 @@ def choose_eps(rows: pd.DataFrame, eps: float) -> float | None:
 
 
 def plot_success_vs_T(rows: pd.DataFrame, dataset: str, eps: float, path: Path) -> Path:
-    """Attack success rate against T, students and teachers side by side."""
+    """Attack success rate at `eps` against T, students and teachers side by side.
+
+    Only attacks that ran at that budget, and minimal-perturbation attacks within it where
+    per-input distances allow (`within_eps_rows`); their distances have a table of their own.
+    """
     fig, axes = _figure(2)
     temperatures = sorted(rows["T"].unique())
+    budgeted = budgeted_rows(rows)  # an unbounded attack never stands at a budget it did not run at
     for ax, role in zip(axes, ("student", "teacher"), strict=True):
-        for attack, group in rows[rows["role"] == role].groupby("attack", sort=False):
-            bounded = group["eps"].notna()
-            at_eps = group[~bounded | np.isclose(group["eps"].astype(float).fillna(-1), eps)].sort_values("T")
+        for attack, group in budgeted[budgeted["role"] == role].groupby("attack", sort=False):
+            at_eps = group[np.isclose(group["eps"].astype(float), eps)].sort_values("T")
             if at_eps.empty:
                 continue
-            label = attack if bounded.any() else f"{attack} (unbounded)"
             marker = MARKERS[len(ax.lines) % len(MARKERS)]  # overlapping lines stay distinguishable
-            ax.plot(at_eps["T"], at_eps["success_rate"], marker=marker, alpha=0.85, label=label)
+            ax.plot(at_eps["T"], at_eps["success_rate"], marker=marker, alpha=0.85, label=attack)
         title = (
             "students (distilled at T, deployed at T=1)" if role == "student" else "teachers (trained at T)"
         )
@@ -172,15 +185,28 @@ def plot_accuracy_gap(gap: pd.DataFrame, dataset: str, path: Path) -> Path:
     axes[0].plot(gap["T"], gap["student_acc"], "-o", label="student (distilled at T)")
     axes[0].set_ylabel("test accuracy")
     axes[0].legend(fontsize=8)
-    axes[1].bar(range(len(gap)), gap["gap_pp"], color="tab:red")
+    positions = np.arange(len(gap))
+    cost = pd.to_numeric(gap["cost_pp"], errors="coerce") if "cost_pp" in gap.columns else None
+    if cost is not None and cost.notna().any():
+        baseline = pd.to_numeric(gap["baseline_acc"], errors="coerce").dropna()
+        if not baseline.empty:
+            axes[0].axhline(
+                baseline.iloc[0], color="black", linewidth=0.8, ls=":", label="teacher-T1 (undefended)"
+            )
+            axes[0].legend(fontsize=8)
+        axes[1].bar(positions - 0.2, gap["gap_pp"], width=0.4, color="tab:red", label="against its teacher")
+        axes[1].bar(positions + 0.2, cost, width=0.4, color="tab:blue", label="against teacher-T1 (cost)")
+        axes[1].legend(fontsize=8)
+    else:
+        axes[1].bar(positions, gap["gap_pp"], color="tab:red")
     axes[1].axhline(0, color="black", linewidth=0.8)
-    axes[1].set_xticks(range(len(gap)))
+    axes[1].set_xticks(positions)
     axes[1].set_xticklabels([format_T(t) for t in gap["T"]])
     axes[1].set_xlabel("temperature T")
-    axes[1].set_ylabel("teacher - student (percentage points)")
+    axes[1].set_ylabel("accuracy lost by the student (percentage points)")
     axes[1].grid(alpha=0.3, axis="y")
     _temperature_axis(axes[0], temperatures)
-    for ax, title in zip(axes, ("test accuracy", "accuracy gap"), strict=True):
+    for ax, title in zip(axes, ("test accuracy", "accuracy gap and cost"), strict=True):
         ax.set_title(f"{dataset}: {title}", fontsize=10)
     return _save(fig, path)
 
@@ -230,9 +256,14 @@ def plot_demo_summary(
 
 
 def success_table(rows: pd.DataFrame, eps: float) -> pd.DataFrame:
-    """Success rate per model (rows) and attack (columns) at `eps`; unbounded attacks as they ran."""
-    keep = rows["eps"].isna() | np.isclose(rows["eps"].astype(float).fillna(-1), eps)
-    frame = rows[keep]
+    """Success rate per model (rows) and attack (columns) at `eps`.
+
+    Attacks that ran at that budget, and minimal-perturbation attacks within it when per-input
+    distances allow; an unbounded attack's own success rate is not a success at `eps` (see
+    `distances_table`).
+    """
+    budgeted = budgeted_rows(rows)
+    frame = budgeted[np.isclose(budgeted["eps"].astype(float), eps)]
     table = frame.pivot_table(
         index=["role", "T", "model"], columns="attack", values="success_rate", sort=False
     )
@@ -306,8 +337,12 @@ def variants_table(
         success = rows[keep].pivot_table(index="model", columns="attack", values="success_rate", sort=False)
         for attack in success.columns:
             unbounded = rows.loc[rows["attack"] == attack, "eps"].isna().all()
-            label = f"{attack}_success" if unbounded else f"{attack}_success@{eps:g}"
-            table[label] = table["model"].map(success[attack])
+            if unbounded:  # no budget: its success at any distance, and how far it had to go
+                attacked = rows[rows["attack"] == attack].set_index("model")
+                table[f"{attack}_success_unbounded"] = table["model"].map(success[attack])
+                table[f"{attack}_median_dist"] = table["model"].map(attacked["median_dist"])
+            else:
+                table[f"{attack}_success@{eps:g}"] = table["model"].map(success[attack])
         robust = rows[keep & rows["eps"].notna()].groupby("model")["robust_acc"].min()
         table[f"worst_robust_acc@{eps:g}"] = table["model"].map(robust)
     return table.reset_index(drop=True)
@@ -362,7 +397,7 @@ def _versus(values: pd.Series, reference: float, fmt: str = ".3f") -> str:
     return f"between {-diff.min():{fmt}} below and {diff.max():{fmt}} above the teacher's"
 
 
-def privacy_summary(rows: pd.DataFrame) -> str:
+def privacy_summary(rows: pd.DataFrame, other_seeds: int = 0) -> str:
     """Students against the teacher, in words, from one dataset's privacy rows.
 
     LiRA when recorded (the calibrated attack Carlini et al. 2022 recommend), else the loss
@@ -408,9 +443,20 @@ def privacy_summary(rows: pd.DataFrame) -> str:
         f"TPR {chance_tpr:.3f} at 1% FPR; the largest AUC difference between a student and the teacher, "
         f"{largest:.3f}, is {largest / null_sd:.1f} such sds."
     )
-    if "seed" in rows.columns and rows["seed"].nunique() == 1:
+    controls = chosen[chosen["role"] == "control"]
+    if not controls.empty:
+        control = controls.iloc[0]
         text.append(
-            f"One run (seed {int(rows['seed'].iloc[0])}): repeat with other seeds before trusting small gaps."
+            f"The control, the same network trained on the public half with its labels (no member seen), "
+            f"reaches AUC {control['auc']:.3f} and TPR {control['tpr_at_1pct_fpr']:.3f} at 1% FPR: what the "
+            "attack finds in a model without members."
+        )
+    if "seed" in rows.columns and rows["seed"].nunique() == 1:
+        seed = int(rows["seed"].iloc[0])
+        text.append(
+            f"Seed {seed} here; the models are compared seed by seed over {other_seeds + 1} seeds below."
+            if other_seeds
+            else f"One run (seed {seed}): repeat with other seeds before trusting small gaps."
         )
     return " ".join(text)
 
@@ -433,7 +479,10 @@ def privacy_section(
     ]
     for dataset in datasets:
         rows = privacy[privacy["dataset"] == dataset]
-        lines += [f"### Privacy on {dataset}", "", privacy_summary(rows), ""]
+        seeds = read_privacy_seeds(results_dir)
+        seeds = seeds[seeds["dataset"] == dataset]
+        others = seeds["seed"].nunique() - 1 if not seeds.empty else 0
+        lines += [f"### Privacy on {dataset}", "", privacy_summary(rows, others), ""]
         curves = read_roc_records(results_dir, dataset)
         figure = roc_figure_path(results_dir, dataset)
         if curves:
@@ -447,6 +496,8 @@ def privacy_section(
         if figure.is_file():
             lines += [f"![membership-inference ROC, log-log, {dataset}]({figure.name})", ""]
         lines.append(to_markdown(privacy_table(rows)))
+        if others > 0:
+            lines += ["", *privacy_paired_section(seeds)]
     return lines
 
 
@@ -460,9 +511,19 @@ def _extra_table(results_dir: Path, name: str) -> str | None:
 
 
 def write_report(
-    results_dir: str | Path = "results", eps: float = DEFAULT_REPORT_EPS, datasets: list[str] | None = None
+    results_dir: str | Path = "results",
+    eps: float = DEFAULT_REPORT_EPS,
+    datasets: list[str] | None = None,
+    runs_dir: str | Path | None = None,
+    docs: Sequence[str | Path] = (),
 ) -> ReportResult:
-    """Plot every dataset in results_dir's records and write REPORT.md beside the plots."""
+    """Plot every dataset in results_dir's records and write REPORT.md beside the plots.
+
+    First the accuracy_gap rows get their cost against teacher-T1 (`refresh_accuracy_baselines`:
+    from `runs_dir` when given, else from the rows themselves). `docs` (README.md,
+    REPRODUCTION.md) have their generated blocks that name this results folder rewritten from
+    the tables (`defdistill.studies.claims`).
+    """
     if not (isinstance(eps, (int, float)) and math.isfinite(eps) and 0 < eps <= 1):
         raise DefdistillError(f"--eps must lie in (0, 1], got {eps}")
     results_dir = Path(results_dir)
@@ -471,6 +532,9 @@ def write_report(
             f"no results in {results_dir}: "
             "run experiments/temperature_sweep.sh digits (or defdistill demo) first"
         )
+    refresh_accuracy_baselines(results_dir, runs_dir)
+    for folder in [results_dir, *sorted((results_dir / PRIVACY_SEEDS_DIR).glob("*/"))]:
+        migrate_privacy_records(folder)  # rows keyed before the transfer set was part of the key
     all_robustness = read_records(results_dir, "robustness")
     robustness = _sweep_rows(all_robustness)
     gaps = read_records(results_dir, "accuracy_gap")
@@ -535,17 +599,41 @@ def write_report(
                     f"![robust accuracy against eps, {dataset}]({path.name})",
                     "",
                 ]
+            distances = distances_table(rows)
+            if distances is not None:
+                lines += [
+                    "### Minimal perturbations (unbounded attacks)",
+                    "",
+                    "Attacks that search for the smallest adversarial perturbation have no budget: their "
+                    "success at any distance says little, their distances say how far the model's decision "
+                    "lies (median and mean norm over the successful examples, in `norm`; Carlini and Wagner "
+                    "2017 tabulate the mean). The mean needs per-input distances in the records. Within each "
+                    "L-inf budget, such an attack enters the success table above only from per-input "
+                    "distances.",
+                    "",
+                    to_markdown(distances),
+                ]
         if not gap.empty:
             path = plot_accuracy_gap(gap, dataset, results_dir / f"accuracy_gap_{dataset}.png")
             plots.append(path)
-            shown = (
-                gap[["T", "teacher", "teacher_acc", "student", "student_acc", "gap_pp"]]
-                .sort_values("T")
-                .copy()
-            )
+            columns = [
+                "T",
+                "teacher",
+                "teacher_acc",
+                "student",
+                "student_acc",
+                "gap_pp",
+                "baseline_acc",
+                "cost_pp",
+            ]
+            shown = gap.reindex(columns=columns).sort_values("T").copy()
             shown["T"] = [format_T(t) for t in shown["T"]]
             lines += [
-                "### Accuracy gap",
+                "### Accuracy gap and cost",
+                "",
+                "`gap_pp`: the student against its own teacher (trained at T); `cost_pp`: against the "
+                "undefended network teacher-T1 (`baseline_acc`), the comparison Papernot et al. make. "
+                "Percentage points on the whole test split.",
                 "",
                 f"![accuracy gap against T, {dataset}]({path.name})",
                 "",
@@ -560,12 +648,18 @@ def write_report(
                 "### Distillation variants (experiments/variants.sh)",
                 "",
                 "Every student at the temperatures the variants were trained at: method, size, accuracy, "
-                "and attack success (a success rate without a budget is the unbounded attack's). "
+                "and attack success at the budget (`_unbounded`: a minimal-perturbation attack's success at "
+                "any distance, beside its median distance). "
                 "Low FGSM/PGD success beside high CW success is the gradient masking of distillation, "
                 "not robustness. Sizes and CPU latency from [compression.md](compression.md).",
                 "",
                 to_markdown(variants),
             ]
+    if found:
+        lines += diagnosis_section(results_dir, found)
+    if not robustness.empty and found:
+        flags = per_input_worst_case(all_robustness)
+        lines += small_budget_section(flags[flags["dataset"].isin(found)])
     if privacy_found:
         lines += privacy_section(privacy, privacy_found, results_dir, plots, notes)
     for name in EXTRA_TABLES:
@@ -574,4 +668,421 @@ def write_report(
             lines += [f"## {name.replace('_', ' ').capitalize()} ([{name}.md]({name}.md))", "", text]
     report = results_dir / REPORT_FILE
     atomic_write_text(report, "\n".join(lines).rstrip() + "\n")
-    return ReportResult(report, plots, notes)
+    result = ReportResult(report, plots, notes)
+    if docs:
+        from .studies.claims import update_docs
+
+        result.docs = update_docs(docs, results_dir)
+    return result
+
+
+# --- minimal-perturbation attacks: distances, and success within a budget from per-input distances ---
+
+WITHIN_SUFFIX = " (within eps)"  # a minimal-perturbation attack's success within a budget, from its distances
+
+
+def per_input_outcomes(row: pd.Series | dict) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(is_adv, distances, correct) per attacked input, or None when the record has no per-input lists.
+
+    `is_adv[i]`: an adversarial example was found for input i; `distances[i]`: its perturbation
+    norm (None / NaN when none was found). `correct[i]` (clean input classified correctly) is read
+    from the record when it holds it; otherwise an input adversarial at distance 0 counts as
+    misclassified before the attack (Foolbox's convention: the clean input is already adversarial).
+    """
+    get = row.get if isinstance(row, dict) else (lambda k, d=None: row[k] if k in row.index else d)
+    is_adv, distances = get("is_adv"), get("distances")
+    if not isinstance(is_adv, (list, tuple, np.ndarray)) or not isinstance(
+        distances, (list, tuple, np.ndarray)
+    ):
+        return None
+    flags = np.asarray(is_adv, dtype=bool)
+    dist = np.asarray([math.nan if d is None else float(d) for d in distances], dtype=float)
+    if flags.shape != dist.shape or flags.ndim != 1:
+        return None
+    correct = get("correct")
+    if isinstance(correct, (list, tuple, np.ndarray)) and len(correct) == len(flags):
+        known = np.asarray(correct, dtype=bool)
+    else:
+        known = ~(flags & (dist == 0))
+    return flags, dist, known
+
+
+def _found(outcomes: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """Distances of the adversarial examples found for correctly classified inputs."""
+    flags, dist, correct = outcomes
+    return dist[flags & correct & np.isfinite(dist)]
+
+
+def distances_table(rows: pd.DataFrame) -> pd.DataFrame | None:
+    """Minimal-perturbation attacks as Carlini and Wagner tabulate them: distances, not a budget.
+
+    Per model and unbounded attack: success (any distance), and the median and mean perturbation
+    norm over the successful examples. The mean needs per-input distances (records before those
+    have the median only).
+    """
+    minimal = rows[rows["eps"].isna()]
+    if minimal.empty:
+        return None
+    out = []
+    for _, row in minimal.iterrows():
+        outcomes = per_input_outcomes(row)
+        found = _found(outcomes) if outcomes is not None else None
+        mean = row.get("mean_dist") if "mean_dist" in row.index else None
+        median = row["median_dist"]
+        if found is not None and found.size:
+            median, mean = float(np.median(found)), float(found.mean())
+        out.append(
+            {"model": row["model"], "role": row["role"], "T": row["T"], "attack": row["attack"],
+             "norm": row["norm"], "n": row["n"], "success_rate": row["success_rate"],
+             "median_dist": median, "mean_dist": mean}
+        )  # fmt: skip
+    table = pd.DataFrame(out)
+    table["rank"] = table["role"].map(ROLE_RANK).fillna(len(ROLE_RANK))
+    table = table.sort_values(["attack", "rank", "T"], kind="stable").drop(columns="rank")
+    table["T"] = [format_T(t) for t in table["T"]]
+    return table.reset_index(drop=True)
+
+
+def within_eps_rows(rows: pd.DataFrame, budgets: Sequence[float]) -> pd.DataFrame:
+    """Success of each L-inf minimal-perturbation attack within each budget, from per-input distances.
+
+    An input counts as broken within eps when its adversarial example lies at distance <= eps.
+    Records without per-input distances give no rows (the attack is then reported as distances
+    only); L2 attacks give none either, since the budgets are L-inf.
+    """
+    out = []
+    minimal = rows[rows["eps"].isna() & (rows["norm"] == "linf")]
+    for _, row in minimal.iterrows():
+        outcomes = per_input_outcomes(row)
+        if outcomes is None:
+            continue
+        flags, dist, correct = outcomes
+        for eps in budgets:
+            broken = flags & correct & (dist <= eps * (1 + 1e-6))
+            n_correct = int(correct.sum())
+            out.append(
+                {"dataset": row["dataset"], "model": row["model"], "role": row["role"], "T": row["T"],
+                 "attack": f"{row['attack']}{WITHIN_SUFFIX}", "norm": "linf", "eps": float(eps),
+                 "n": len(flags), "success_rate": broken.sum() / n_correct if n_correct else math.nan,
+                 "robust_acc": float((correct & ~broken).mean())}
+            )  # fmt: skip
+    return pd.DataFrame(out)
+
+
+def budgeted_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows that ran at a budget, plus minimal-perturbation attacks within each budget where
+    per-input distances allow it. Unbounded rows themselves never stand at a budget."""
+    bounded = rows[rows["eps"].notna()]
+    budgets = sorted({float(e) for e in bounded["eps"]})
+    within = within_eps_rows(rows, budgets) if budgets else pd.DataFrame()
+    return pd.concat([bounded, within], ignore_index=True) if not within.empty else bounded
+
+
+# --- the diagnosis ---------------------------------------------------------------------------
+
+
+def diagnosis_summary(diagnostics: pd.DataFrame) -> pd.DataFrame:
+    """Per model: how many checks passed, which failed, and the verdict (results/diagnostics.csv)."""
+    out = []
+    for (dataset, model), group in diagnostics.groupby(["dataset", "model"], sort=False):
+        checks = group[group["check"] != "verdict"]
+        passed = checks["passed"].astype(str).str.lower().isin(["true", "1", "1.0"])
+        verdict = group.loc[group["check"] == "verdict", "detail"]
+        line = str(verdict.iloc[0]) if not verdict.empty else "no verdict recorded"
+        out.append(
+            {"dataset": dataset, "model": model, "checks": len(checks), "passed": int(passed.sum()),
+             "failed": int((~passed).sum()), "failed_checks": ", ".join(checks.loc[~passed, "check"]) or "-",
+             "verdict": re.split(r" \(|:", line, maxsplit=1)[0]}
+        )  # fmt: skip
+    return pd.DataFrame(out)
+
+
+def read_diagnostics(results_dir: Path) -> pd.DataFrame:
+    path = results_dir / "diagnostics.csv"
+    if not path.is_file():
+        return pd.DataFrame(columns=["dataset", "model", "check", "value", "passed", "detail"])
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+
+
+def diagnosis_section(results_dir: Path, datasets: list[str]) -> list[str]:
+    lines = ["## Diagnosis: gradient-masking checks ([diagnostics.md](diagnostics.md))", ""]
+    diagnostics = read_diagnostics(results_dir)
+    diagnostics = diagnostics[diagnostics["dataset"].isin(datasets)] if datasets else diagnostics
+    if diagnostics.empty:
+        return lines + [
+            "No diagnosis in this folder's results/diagnostics.csv: run `defdistill diagnose --model M` "
+            "on each model (the demo does it for its three).",
+            "",
+        ]
+    summary = diagnosis_summary(diagnostics)
+    masked = summary[summary["failed"] > 0]
+    lines += [
+        f"{len(summary)} models diagnosed with the checks of Carlini et al. (2019); {len(masked)} fail "
+        "at least one check, which makes their robustness to the standard attacks likely gradient masking"
+        + (f" ({', '.join(masked['model'])})." if len(masked) else "."),
+        "",
+        to_markdown(summary),
+    ]
+    return lines
+
+
+# --- small budgets: two models on the same inputs --------------------------------------------
+
+FLAG_COLUMNS = ("dataset", "seed", "model", "eps", "input", "broken")
+SMALL_BUDGET_PAIR = ("student-T100", "teacher-T1")
+SIGNIFICANCE = 0.05
+
+
+def per_input_worst_case(robustness: pd.DataFrame) -> pd.DataFrame:
+    """Per-input worst case over the bounded attacks: broken if any attack's example at that eps
+    fooled the model (misclassified clean inputs count as broken: is_adv is true for them).
+
+    Reads the records' per-input `is_adv` lists; rows without them are left out, so records from
+    before per-input outcomes give an empty frame. The seed is the record's `seed`, else 0.
+    """
+    rows = robustness[robustness["eps"].notna()] if not robustness.empty else robustness
+    if "is_adv" not in rows.columns:
+        return pd.DataFrame(columns=list(FLAG_COLUMNS))
+    merged: dict[tuple, np.ndarray] = {}
+    for _, row in rows.iterrows():
+        flags = row["is_adv"]
+        if not isinstance(flags, (list, tuple, np.ndarray)):
+            continue
+        seed = row["seed"] if "seed" in row.index and pd.notna(row["seed"]) else 0
+        key = (row["dataset"], int(seed), row["model"], float(row["eps"]))
+        flags = np.asarray(flags, dtype=bool)
+        if key in merged and merged[key].shape != flags.shape:
+            continue  # another n: not the same inputs
+        merged[key] = merged[key] | flags if key in merged else flags
+    out = [
+        {"dataset": d, "seed": s, "model": m, "eps": e, "input": i, "broken": bool(b)}
+        for (d, s, m, e), flags in merged.items()
+        for i, b in enumerate(flags)
+    ]
+    return pd.DataFrame(out, columns=list(FLAG_COLUMNS))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (the same order as given)."""
+    order = np.argsort(p_values)
+    adjusted = np.empty(len(p_values))
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted.tolist()
+
+
+def small_budget_comparison(
+    flags: pd.DataFrame, pair: tuple[str, str] = SMALL_BUDGET_PAIR, n_boot: int = 10_000
+) -> pd.DataFrame:
+    """Per dataset and eps, model a against model b on the same inputs and seeds (a, b = `pair`).
+
+    `flags` has one row per dataset, seed, model, eps and input, with `broken` (the worst case over
+    the attacks fooled the model on that input). Pairs are the inputs both models were attacked on
+    at that eps and seed. The test is McNemar's exact test pooled over seeds (every discordant pair
+    is a fair coin under the null), the interval a bootstrap of the difference that resamples
+    inputs within each seed; p-values are also Holm-adjusted over the budgets of a dataset.
+    """
+    from .core.stats import paired_comparison
+
+    missing = [c for c in FLAG_COLUMNS if c not in flags.columns]
+    if missing:
+        raise DefdistillError(f"per-input flags lack the columns {missing}")
+    a, b = pair
+    keys = ["dataset", "seed", "eps", "input"]
+    left = flags[flags["model"] == a][[*keys, "broken"]]
+    right = flags[flags["model"] == b][[*keys, "broken"]]
+    if left.duplicated(keys).any() or right.duplicated(keys).any():
+        raise DefdistillError("per-input flags hold the same model, seed, eps and input twice")
+    pairs = left.merge(right, on=keys, suffixes=("_a", "_b"))
+    out = []
+    for (dataset, eps), group in pairs.groupby(["dataset", "eps"], sort=True):
+        result = paired_comparison(
+            group["broken_a"].to_numpy(bool), group["broken_b"].to_numpy(bool), n_boot=n_boot,
+            strata=group["seed"].to_numpy(),
+        )  # fmt: skip
+        per_seed = group.groupby("seed")[["broken_a", "broken_b"]].mean()
+        out.append(
+            {"dataset": dataset, "eps": float(eps), "seeds": group["seed"].nunique(), "pairs": result.n,
+             f"{a}": result.rate_a, f"{b}": result.rate_b, "difference": result.difference,
+             "ci_low": result.ci[0], "ci_high": result.ci[1], f"only_{a}": result.only_a,
+             f"only_{b}": result.only_b, "p_mcnemar": result.p_value,
+             "seeds_a_higher": int((per_seed["broken_a"] > per_seed["broken_b"]).sum()),
+             "seeds_b_higher": int((per_seed["broken_a"] < per_seed["broken_b"]).sum())}
+        )  # fmt: skip
+    table = pd.DataFrame(out)
+    if not table.empty:
+        table["p_holm"] = np.concatenate(
+            [holm(g["p_mcnemar"].tolist()) for _, g in table.groupby("dataset", sort=False)]
+        )
+    return table
+
+
+def _p(p: float) -> str:
+    return "< 0.0001" if p < 1e-4 else f"{p:.2g}" if p < 0.01 else f"{p:.3f}".rstrip("0").rstrip(".")
+
+
+def small_budget_sentences(table: pd.DataFrame, pair: tuple[str, str] = SMALL_BUDGET_PAIR) -> list[str]:
+    """One sentence per dataset and eps, saying which way the comparison came out and how surely."""
+    a, b = pair
+    lines = []
+    for r in table.to_dict("records"):
+        if r["p_holm"] < SIGNIFICANCE:
+            verdict = (
+                f"{a} is broken more often than {b}"
+                if r["difference"] > 0
+                else f"{a} is broken less often than {b}"
+            )
+        else:
+            verdict = f"no difference between {a} and {b} is detectable at the {SIGNIFICANCE:g} level"
+        lines.append(
+            f"- {r['dataset']}, eps {r['eps']:g}: {a} broken on {r[a]:.3f} and {b} on {r[b]:.3f} of "
+            f"{r['pairs']} input-seed pairs ({r['seeds']} seed{'s' if r['seeds'] != 1 else ''}); difference "
+            f"{r['difference']:+.3f} (95% bootstrap CI {r['ci_low']:+.3f} to {r['ci_high']:+.3f}); "
+            f"{r['only_' + a]} inputs broken only in {a}, {r['only_' + b]} only in {b}: McNemar exact "
+            f"p = {_p(r['p_mcnemar'])} (Holm-adjusted over the budgets {_p(r['p_holm'])}). "
+            f"{verdict[0].upper()}{verdict[1:]}; {a} higher in {r['seeds_a_higher']} of {r['seeds']} seeds."
+        )
+    return lines
+
+
+def small_budget_section(
+    flags: pd.DataFrame, pair: tuple[str, str] = SMALL_BUDGET_PAIR, n_boot: int = 10_000
+) -> list[str]:
+    """REPORT.md's paired comparison of `pair` (student-T100 against teacher-T1) at every eps."""
+    a, b = pair
+    lines = [
+        f"## Small budgets: {a} against {b}, input by input",
+        "",
+        "Broken: the worst case over the bounded attacks changed the model's answer on that input "
+        "(inputs misclassified before the attack count as broken). Both models are judged on the same "
+        "inputs and seeds; the table pools the seeds.",
+        "",
+    ]
+    table = small_budget_comparison(flags, pair, n_boot) if not flags.empty else pd.DataFrame()
+    if table.empty:
+        return lines + [
+            f"Not measured: the records hold no per-input outcomes of both {a} and {b} (the robustness "
+            "records gain per-input `is_adv` lists with the attacks' per-input outcomes).",
+            "",
+        ]
+    return lines + small_budget_sentences(table, pair) + ["", to_markdown(table)]
+
+
+# --- privacy over seeds -----------------------------------------------------------------------
+
+PRIVACY_SEEDS_DIR = "privacy-seeds"  # experiments/privacy_sweep.sh: seed S > 0 in privacy-seeds/seed<S>/
+PRIVACY_TEACHER = "privacy-teacher"
+PRIVACY_CONTROL = "privacy-control"
+SEED_METRICS = (  # (attack, column, heading)
+    ("lira", "auc", "LiRA AUC"),
+    ("lira", "tpr_at_1pct_fpr", "LiRA TPR@1%FPR"),
+    ("loss", "auc", "loss AUC"),
+    ("loss", "advantage", "loss advantage"),
+)
+
+
+def read_privacy_seeds(results_dir: Path) -> pd.DataFrame:
+    """Privacy rows of every seed: results_dir's own and those under privacy-seeds/*/ (one row per
+    dataset, seed, model and attack; the last folder read wins a duplicate)."""
+    frames = [read_records(results_dir, "privacy")]
+    seeds_dir = results_dir / PRIVACY_SEEDS_DIR
+    if seeds_dir.is_dir():
+        frames += [read_records(d, "privacy") for d in sorted(seeds_dir.iterdir()) if d.is_dir()]
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return read_records(results_dir, "privacy")
+    rows = pd.concat(frames, ignore_index=True)
+    if "seed" not in rows.columns:
+        rows["seed"] = 0
+    rows["seed"] = rows["seed"].fillna(0).astype(int)
+    return rows.drop_duplicates(["dataset", "seed", "model", "attack"], keep="last").reset_index(drop=True)
+
+
+def _metric(rows: pd.DataFrame, attack: str, column: str) -> pd.DataFrame:
+    """model x seed table of one metric."""
+    chosen = rows[rows["attack"] == attack]
+    return chosen.pivot_table(index="model", columns="seed", values=column, aggfunc="first")
+
+
+def _mean_sd(values: pd.Series, fmt: str = ".3f") -> str:
+    values = values.dropna()
+    if values.empty:
+        return ""
+    if len(values) == 1:
+        return format(float(values.iloc[0]), fmt)
+    return f"{values.mean():{fmt}} ± {values.std(ddof=1):{fmt}}"
+
+
+def privacy_model_order(rows: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(_order_privacy(rows.drop_duplicates("model"))["model"]))
+
+
+def privacy_seeds_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per model: the seeds, and mean ± sd over them of the headline metrics and test accuracy."""
+    out = []
+    accuracy = rows.pivot_table(index="model", columns="seed", values="test_acc", aggfunc="first")
+    for model in privacy_model_order(rows):
+        entry = {"model": model, "seeds": int(rows.loc[rows["model"] == model, "seed"].nunique())}
+        for attack, column, heading in SEED_METRICS:
+            table = _metric(rows, attack, column)
+            entry[heading] = _mean_sd(table.loc[model]) if model in table.index else ""
+        entry["test acc"] = _mean_sd(accuracy.loc[model])
+        out.append(entry)
+    return pd.DataFrame(out)
+
+
+def privacy_differences(rows: pd.DataFrame, attack: str, column: str, reference: str) -> dict:
+    """model -> `Differences` of its metric minus `reference`'s, seed by seed (the seeds both have)."""
+    from .core.stats import describe_differences
+
+    table = _metric(rows, attack, column)
+    if reference not in table.index:
+        return {}
+    out = {}
+    for model in privacy_model_order(rows):
+        if model == reference or model not in table.index:
+            continue
+        diffs = (table.loc[model] - table.loc[reference]).dropna()
+        if not diffs.empty:
+            out[model] = describe_differences(diffs.to_numpy())
+    return out
+
+
+def privacy_paired(rows: pd.DataFrame, attack: str, column: str, reference: str) -> pd.DataFrame:
+    """Each model's metric minus `reference`'s, seed by seed: the differences, mean ± sd, and the
+    paired t-test and sign test over seeds (pairs share the split, the seed and the shadows)."""
+    return pd.DataFrame(
+        [
+            {"model": model, "minus": reference, "metric": f"{attack} {column}", "seeds": d.n,
+             "per seed": ", ".join(f"{v:+.3f}" for v in d.values), "mean": d.mean, "sd": d.sd,
+             "t-test p": d.t_p_value, "sign test p": d.sign_p_value}
+            for model, d in privacy_differences(rows, attack, column, reference).items()
+        ]
+    )  # fmt: skip
+
+
+def privacy_paired_section(rows: pd.DataFrame) -> list[str]:
+    """Over-seed tables of one dataset: mean ± sd per model, and paired differences to the teacher
+    (and to the control, when it was run)."""
+    seeds = sorted(rows["seed"].unique())
+    lines = [
+        f"#### Over seeds ({', '.join(str(s) for s in seeds)})",
+        "",
+        "Mean ± sd over seeds, then each model's AUC minus the teacher's (and the control's) seed by seed: "
+        "the pairs share the split and the shadow models, so the paired differences, not one model's "
+        "spread, say whether two models differ. With 3 seeds a sign test cannot go below p = 0.25.",
+        "",
+        to_markdown(privacy_seeds_table(rows)),
+    ]
+    references = [r for r in (PRIVACY_TEACHER, PRIVACY_CONTROL) if (rows["model"] == r).any()]
+    for reference in references:
+        paired = pd.concat(
+            [privacy_paired(rows, attack, "auc", reference) for attack in ("lira", "loss")], ignore_index=True
+        )
+        if reference == PRIVACY_CONTROL:
+            paired = paired[paired["model"] != PRIVACY_TEACHER]
+        if not paired.empty:
+            lines += ["", to_markdown(paired)]
+    return lines

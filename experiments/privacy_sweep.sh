@@ -2,7 +2,9 @@
 # Membership-inference sweep for one dataset: a teacher trained on the private half, students
 # distilled at T = 1, 10, 100 on the public half and on uniform noise, each attacked with the
 # loss, confidence and entropy thresholds and offline LiRA, for three seeds (the AUC of one
-# digits run has a null spread of about 0.02, so one seed cannot separate close figures).
+# digits run has a null spread of about 0.02, so one seed cannot separate close figures); with
+# the public run, the control (the same network trained on the public half with its true labels,
+# which never sees a private example). `defdistill report` compares the models seed by seed.
 # Usage: [RUNS_DIR=runs] [RESULTS_DIR=results] experiments/privacy_sweep.sh DATASET [SHADOWS]
 # Seed 0 writes runs/ and results/ (privacy.{csv,md}, privacy_roc_<dataset>.png and the ROC
 # curves under records/privacy_roc/, which `defdistill report` redraws); seeds 1 and 2 write
@@ -28,7 +30,9 @@ for seed in 0 1 2; do
         results="$results_root/privacy-seeds/seed${seed}"
     fi
     for transfer in public noise; do
-        "$defdistill" privacy --dataset "$dataset" --T 1,10,100 --shadow "$shadows" \
+        control=()
+        [[ "$transfer" == public ]] && control=(--control)
+        "$defdistill" privacy --dataset "$dataset" --T 1,10,100 --shadow "$shadows" ${control[@]+"${control[@]}"} \
             --transfer-set "$transfer" --seed "$seed" --runs-dir "$runs" --results-dir "$results" --quiet
     done
 done

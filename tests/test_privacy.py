@@ -245,3 +245,77 @@ def test_stored_roc_round_trips_exactly_and_damaged_records_are_skipped(tmp_path
     with pytest.raises(ValueError, match="not a ROC"):
         roc_from_json({"n_members": 2, "n_nonmembers": 2, "false_positives": [0, 2, 1, 2],
                        "true_positives": [0, 1, 2, 2]})  # fmt: skip
+
+
+def test_noise_run_keeps_the_public_rows_one_teacher_row_and_the_control(tmp_path):
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    legacy = (
+        results / "records" / "privacy" / "digits__privacy-teacher__lira.json"
+    )  # keyed without transfer set
+    legacy.parent.mkdir(parents=True)
+    old = {"dataset": "digits", "model": "privacy-teacher", "role": "teacher", "T": 1.0, "attack": "lira",
+           "transfer_set": "noise", "auc": 0.9}  # fmt: skip
+    legacy.write_text(json.dumps(old))
+    common = ["--T", "1", "--shadow", "2", "--epochs", "1", "--device", "cpu", "--quiet",
+              "--runs-dir", str(runs), "--results-dir", str(results)]  # fmt: skip
+    for extra in (["--transfer-set", "public", "--control"], ["--transfer-set", "noise"]):
+        result = CliRunner().invoke(app, ["privacy", *extra, *common])
+        assert result.exit_code == 0, result.output
+    assert not legacy.exists()  # moved to the new key, then replaced by the run's row, not left beside it
+    table = pd.read_csv(results / "privacy.csv", keep_default_na=False)
+    sets = table.groupby("model")["transfer_set"].agg(set).to_dict()
+    assert sets == {
+        "privacy-teacher": {"-"},  # the teacher sees no transfer set; one row per attack, not one per run
+        "privacy-control": {"-"},
+        "privacy-student-T1": {"public"},  # the noise run did not overwrite it
+        "privacy-student-noise-T1": {"noise"},
+    }
+    assert len(table) == 4 * 4 and (table.loc[table["model"] == "privacy-control", "role"] == "control").all()
+    _, meta = load_run(runs / "digits" / "privacy-control")
+    assert meta["privacy_role"] == "control" and meta["train_set"].startswith(
+        "public half with its true labels"
+    )
+    membership = json.loads((runs / "digits" / "privacy-control" / MEMBERSHIP_FILE).read_text())
+    assert np.asarray(json.loads((runs / "digits" / "privacy-control" / SHADOW_SCORES_FILE).read_text())[
+        "shadow_phi"]).shape == (2, 720)  # fmt: skip
+    assert not set(membership["public_train_indices"]) & set(membership["members"]["indices"])
+    assert {r["model"] for r in read_roc_records(results, "digits")} == set(sets)
+
+
+def test_control_only_trains_the_control_alone(tmp_path):
+    from defdistill.studies.privacy import run_privacy
+
+    report = run_privacy(
+        temperatures=(), shadows=2, epochs=1, device="cpu", control_only=True,
+        runs_dir=tmp_path / "runs", results_dir=tmp_path / "results",
+    )  # fmt: skip
+    assert [m.name for m in report.models] == ["privacy-control"]
+    assert {r["attack"] for r in report.rows} == {"loss", "confidence", "entropy", "lira"}
+
+
+def test_records_keyed_without_the_transfer_set_move_to_the_new_key_with_their_curves(tmp_path):
+    from defdistill.store.tables import migrate_privacy_records, read_records
+    from defdistill.studies.privacy import roc_curve, save_roc_record
+
+    roc = roc_curve([0.9, 0.4], [0.5, 0.1])
+    for model, role, transfer in (
+        ("privacy-teacher", "teacher", "noise"),
+        ("privacy-student-T1", "student", "public"),
+    ):
+        row = {"dataset": "digits", "model": model, "role": role, "T": 1.0, "attack": "lira",
+               "transfer_set": transfer, **metrics_from_roc(roc), "test_acc": 0.9}  # fmt: skip
+        legacy = f"digits__{model}__lira.json"
+        folder = tmp_path / "records" / "privacy"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / legacy).write_text(json.dumps(row))
+        curve = save_roc_record(tmp_path, row, roc)
+        curve.rename(curve.with_name(legacy))
+    assert migrate_privacy_records(tmp_path) == 2
+    assert migrate_privacy_records(tmp_path) == 0
+    names = sorted(p.name for p in (tmp_path / "records" / "privacy").glob("*.json"))
+    assert names == ["digits__privacy-student-T1__public__lira.json", "digits__privacy-teacher__-__lira.json"]
+    assert sorted(p.name for p in (tmp_path / "records" / "privacy_roc").glob("*.json")) == names
+    table = read_records(tmp_path, "privacy").set_index("model")
+    assert table.loc["privacy-teacher", "transfer_set"] == "-" and table.loc["privacy-teacher", "auc"] == 0.75
+    assert {r["model"]: r["transfer_set"] for r in read_roc_records(tmp_path)} == {
+        "privacy-teacher": "-", "privacy-student-T1": "public"}  # fmt: skip

@@ -79,9 +79,9 @@ def test_report_tabulates_success_per_model_and_attack_at_its_eps(tmp_path: Path
     fill_results(tmp_path)
     report = write_report(tmp_path, eps=0.1).report.read_text(encoding="utf-8")
     assert "### Attack success against T (eps = 0.1)" in report
-    assert "| model | role | T | cw | fgsm | pgd |" in report
-    assert "| student-T100 | student | 100 | 1 | 0.05 | 0.05 |" in report
-    assert "| teacher-T1 | teacher | 1 | 1 | 0.3 | 0.3 |" in report
+    assert "| model | role | T | fgsm | pgd |" in report  # cw has no budget: not a success at eps 0.1
+    assert "| student-T100 | student | 100 | 0.05 | 0.05 |" in report
+    assert "| teacher-T1 | teacher | 1 | 0.3 | 0.3 |" in report
     assert "student-T100-fitnets" not in report.split("## Worst case")[0]
     assert "## Worst case" in report  # the derived table, embedded when present
     assert "## Diagnostics" not in report  # absent here, and its absence is no error
@@ -207,3 +207,160 @@ def test_report_of_privacy_records_alone_has_only_the_privacy_section(tmp_path: 
         "## Privacy: membership inference (`defdistill privacy`)"
     ]
     assert [p.name for p in result.plots] == ["privacy_roc_digits.png"]
+
+
+# --- unbounded attacks, the diagnosis, small budgets ------------------------------------------
+
+
+def test_unbounded_attacks_are_reported_as_distances_never_at_a_budget(tmp_path: Path) -> None:
+    fill_results(tmp_path)
+    report = write_report(tmp_path, eps=0.3).report.read_text(encoding="utf-8")
+    at_eps = report.split("### Attack success against T")[1].split("\n### ")[0]
+    assert "cw" not in at_eps
+    distances = report.split("### Minimal perturbations (unbounded attacks)")[1].split("\n#")[0]
+    assert "| model | role | T | attack | norm | n | success_rate | median_dist | mean_dist |" in distances
+    assert "| student-T100 | student | 100 | cw | l2 | 100 | 1 | 0.1 |  |" in distances  # no per-input lists
+
+
+def hsj_row(model: str, role: str, T: float, distances: list[float | None]) -> dict:
+    found = [d is not None for d in distances]
+    return {"dataset": "digits", "model": model, "role": role, "T": T, "attack": "hsj", "norm": "linf",
+            "eps": None, "n": len(distances), "clean_acc": 1.0, "robust_acc": 1 - sum(found) / len(found),
+            "success_rate": sum(found) / len(found), "median_dist": 0.0, "seconds": 1.0,
+            "is_adv": found, "distances": distances}  # fmt: skip
+
+
+def test_minimal_attack_enters_each_budget_from_its_per_input_distances(tmp_path: Path) -> None:
+    fill_results(tmp_path)
+    distances = [0.05, 0.08, 0.2, 0.25, None]  # the last input: no adversarial example found
+    record_rows(tmp_path, "robustness", [hsj_row("student-T100", "student", 100.0, distances)])
+    report = write_report(tmp_path, eps=0.1).report.read_text(encoding="utf-8")
+    at_eps = report.split("### Attack success against T")[1].split("\n### ")[0]
+    assert "| model | role | T | fgsm | pgd | hsj (within eps) |" in at_eps
+    assert "| student-T100 | student | 100 | 0.05 | 0.05 | 0.4 |" in at_eps  # 2 of 5 within 0.1
+    report = write_report(tmp_path, eps=0.3).report.read_text(encoding="utf-8")
+    assert "| student-T100 | student | 100 | 0.05 | 0.05 | 0.8 |" in report  # 4 of 5 within 0.3
+    distances_section = report.split("### Minimal perturbations")[1].split("\n#")[0]
+    assert "| student-T100 | student | 100 | hsj | linf | 5 | 0.8 | 0.14 | 0.145 |" in distances_section
+
+
+def test_diagnosis_section_counts_the_checks_each_model_passes_and_states_its_verdict(tmp_path: Path) -> None:
+    fill_results(tmp_path)
+    rows = []
+    for model, failed in (("teacher-T1", ()), ("student-T100", ("gradient_zero", "margin_vs_cross_entropy"))):
+        for check in ("gradient_zero", "softmax_saturated", "margin_vs_cross_entropy"):
+            rows.append({"dataset": "digits", "model": model, "check": check, "value": 0.0,
+                         "passed": check not in failed, "detail": f"{check} evidence"})  # fmt: skip
+        verdict = (
+            f"robustness is likely gradient masking ({len(failed)} of 3 checks failed): ..."
+            if failed
+            else "no sign of gradient masking found: all 3 checks passed"
+        )
+        rows.append({"dataset": "digits", "model": model, "check": "verdict", "value": float(len(failed)),
+                     "passed": not failed, "detail": verdict})  # fmt: skip
+    record_rows(tmp_path, "diagnostics", rows)
+    report = write_report(tmp_path).report.read_text(encoding="utf-8")
+    section = report.split("## Diagnosis: gradient-masking checks")[1].split("\n## ")[0]
+    assert (
+        "2 models diagnosed" in section
+        and "1 fail at least one check" in section
+        and "(student-T100)" in section
+    )
+    assert "| digits | teacher-T1 | 3 | 3 | 0 | - | no sign of gradient masking found |" in section
+    assert (
+        "| digits | student-T100 | 3 | 1 | 2 | gradient_zero, margin_vs_cross_entropy | "
+        "robustness is likely gradient masking |" in section
+    )
+
+
+def test_report_without_diagnostics_says_none_were_recorded(tmp_path: Path) -> None:
+    fill_results(tmp_path)
+    report = write_report(tmp_path).report.read_text(encoding="utf-8")
+    assert "No diagnosis in this folder's results/diagnostics.csv" in report
+
+
+def synthetic_flags(rate_student: float, rate_teacher: float, seeds=(0, 1, 2), n: int = 360, eps=(0.05, 0.1)):
+    """Per-input worst-case flags of teacher-T1 and student-T100, independent draws per input."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in seeds:
+        for e in eps:
+            for model, rate in (("student-T100", rate_student), ("teacher-T1", rate_teacher)):
+                broken = rng.random(n) < rate * e / max(eps)
+                rows += [
+                    {"dataset": "digits", "seed": seed, "model": model, "eps": e, "input": i, "broken": b}
+                    for i, b in enumerate(broken)
+                ]
+    return pd.DataFrame(rows)
+
+
+def test_small_budget_section_reports_a_clear_difference_with_its_p_value() -> None:
+    from defdistill.report import small_budget_comparison, small_budget_section
+
+    flags = synthetic_flags(0.41, 0.31)
+    table = small_budget_comparison(flags, n_boot=2000)
+    assert list(table["eps"]) == [0.05, 0.1] and (table["pairs"] == 3 * 360).all()
+    at = table.set_index("eps").loc[0.1]
+    assert at["student-T100"] > at["teacher-T1"] and at["p_mcnemar"] < 0.01 and at["ci_low"] > 0
+    text = "\n".join(small_budget_section(flags, n_boot=2000))
+    line = next(x for x in text.splitlines() if x.startswith("- digits, eps 0.1:"))
+    assert "Student-T100 is broken more often than teacher-T1" in line and "3 seeds" in line
+    assert "McNemar exact p = " in line and "Holm-adjusted" in line
+
+
+def test_small_budget_section_says_so_when_no_difference_is_detectable() -> None:
+    from defdistill.report import small_budget_section
+
+    text = "\n".join(small_budget_section(synthetic_flags(0.3, 0.3, seeds=(0,)), n_boot=2000))
+    for e in ("0.05", "0.1"):
+        line = next(x for x in text.splitlines() if x.startswith(f"- digits, eps {e}:"))
+        assert "No difference between student-T100 and teacher-T1 is detectable at the 0.05 level" in line
+        assert "(1 seed)" in line
+
+
+def test_small_budget_flags_come_from_per_input_outcomes_in_the_records(tmp_path: Path) -> None:
+    from defdistill.report import per_input_worst_case, read_records
+
+    fill_results(tmp_path)
+    report = write_report(tmp_path).report.read_text(encoding="utf-8")
+    assert "Not measured: the records hold no per-input outcomes" in report  # today's records
+    rows = []
+    for model, fgsm, pgd in (
+        ("teacher-T1", [0, 0, 1, 0], [0, 1, 1, 0]),
+        ("student-T100", [0, 0, 0, 0], [1, 1, 1, 1]),
+    ):
+        for attack, flags in (("fgsm", fgsm), ("pgd", pgd)):
+            rows.append({"dataset": "digits", "model": model, "role": model.split("-")[0], "T": 1.0,
+                         "attack": attack, "norm": "linf", "eps": 0.1, "n": 4, "clean_acc": 1.0,
+                         "robust_acc": 0.5, "success_rate": 0.5, "median_dist": 0.1, "seconds": 1.0,
+                         "is_adv": [bool(f) for f in flags]})  # fmt: skip
+    per_input = tmp_path / "per-input"
+    record_rows(per_input, "robustness", rows)
+    flags = per_input_worst_case(read_records(per_input, "robustness"))
+    broken = flags.pivot_table(index="input", columns="model", values="broken")
+    assert broken["teacher-T1"].tolist() == [0, 1, 1, 0] and broken["student-T100"].tolist() == [1, 1, 1, 1]
+
+
+def test_privacy_over_seeds_is_judged_by_paired_differences(tmp_path: Path) -> None:
+    import json
+
+    fill_privacy(tmp_path)
+    seed1 = tmp_path / "privacy-seeds" / "seed1"
+    fill_privacy(seed1)
+    for path in (seed1 / "records" / "privacy").glob("*.json"):  # the second seed's rows
+        record = json.loads(path.read_text())
+        record |= {"seed": 1, "auc": record["auc"] - 0.01}
+        path.write_text(json.dumps(record))
+    report = write_report(tmp_path).report.read_text(encoding="utf-8")
+    section = report.split("#### Over seeds (0, 1)")[1]
+    assert "| model | seeds | LiRA AUC | LiRA TPR@1%FPR | loss AUC | loss advantage | test acc |" in section
+    assert "| model | minus | metric | seeds | per seed | mean | sd | t-test p | sign test p |" in section
+    paired = [
+        line
+        for line in section.splitlines()
+        if line.startswith("| privacy-student-T1 | privacy-teacher | lira auc")
+    ]
+    assert len(paired) == 1 and "| 2 |" in paired[0]  # two seeds, paired

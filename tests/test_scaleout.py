@@ -201,6 +201,15 @@ def test_local_sweep_trains_what_is_missing_and_records_every_model(local_sweep)
     assert [o["config"] for o in log["outcomes"]] == ["digits-T1", "digits-T100"]
 
 
+def test_sweep_rows_carry_the_cost_against_teacher_t1(local_sweep):
+    import pandas as pd
+
+    root, _, _ = local_sweep
+    gap = pd.read_csv(root / "results" / "accuracy_gap.csv").set_index("student")
+    row = gap.loc["student-T1"]
+    assert row["baseline"] == "teacher-T1" and row["cost_pp"] == pytest.approx(row["gap_pp"])
+
+
 def test_rerunning_a_sweep_skips_finished_configurations(local_sweep):
     from defdistill.studies.sweep import run_sweep
 

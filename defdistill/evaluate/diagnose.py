@@ -1,8 +1,8 @@
 """Is a model robust, or are its gradients masked? The checks of Carlini et al. (2019).
 
 Carlini, Athalye, Papernot et al. 2019, "On Evaluating Adversarial Robustness", list the signs
-that an evaluation measures a broken attack rather than a robust model; Athalye, Carlini &
-Wagner (2018) show that defensive distillation passes a naive evaluation through exactly these
+that an evaluation measures a broken attack rather than a robust model; Carlini & Wagner (2016,
+2017) showed that defensive distillation passes a naive evaluation through exactly these
 (its softmax saturates at T=1, so cross-entropy gradients vanish). `diagnose_model` measures
 each sign on one model, runs the attacks it needs (reusing rows already recorded for the same
 inputs), writes results/diagnostics.{csv,md} and ends with a verdict.

@@ -20,7 +20,7 @@ from filelock import FileLock
 
 from ..core.fileio import atomic_write_json, atomic_write_text, ensure_writable_dir
 from ..errors import DefdistillError
-from .runs import format_T
+from .runs import format_T, read_meta, run_dir
 
 RECORDS_DIR = "records"
 # A record's per-input results (clean correctness, broken or not, perturbation norm per input):
@@ -38,8 +38,16 @@ ACCURACY_GAP_COLUMNS = (
     "dataset", "T", "teacher", "teacher_T", "teacher_acc", "student", "student_acc", "gap_pp",
 )  # fmt: skip
 ACCURACY_GAP_KEY = ("dataset", "student")
-# Trailing columns beyond the contract's: which distillation method and how large each network is.
-ACCURACY_GAP_EXTRA = ("method", "student_arch", "student_params", "teacher_params")
+# Trailing columns beyond the contract's: which distillation method and how large each network is;
+# then the cost against the undefended network (Papernot et al. 2016 compare the distilled network
+# with the one trained without distillation): `baseline` (teacher-T1 of the same dataset),
+# its accuracy, and (baseline_acc - student_acc) x 100. Empty when that run does not exist.
+ACCURACY_GAP_EXTRA = (
+    "method", "student_arch", "student_params", "teacher_params", "baseline", "baseline_acc", "cost_pp",
+)  # fmt: skip
+BASELINE_RUN = "teacher-T1"
+# Columns a row may leave out (recorded empty): filled later, or by writers that predate them.
+OPTIONAL_COLUMNS = {"accuracy_gap": ("baseline", "baseline_acc", "cost_pp")}
 
 COMPRESSION_COLUMNS = (
     "dataset", "model", "role", "arch", "method", "params", "size_bytes",
@@ -51,7 +59,12 @@ PRIVACY_COLUMNS = (
     "dataset", "model", "role", "T", "attack", "n_members", "n_nonmembers",
     "auc", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr", "advantage", "test_acc",
 )  # fmt: skip
-PRIVACY_KEY = ("dataset", "model", "attack")
+# The transfer set is part of the key, so the runs on the public half and on noise never overwrite
+# each other's rows. Models trained on no transfer set (the teacher, the control) carry
+# NO_TRANSFER_SET: the teacher of a seed is the same network in both runs (same private half,
+# seed and recipe), so each run rewrites the one teacher row with the same numbers.
+PRIVACY_KEY = ("dataset", "model", "transfer_set", "attack")
+NO_TRANSFER_SET = "-"
 
 DIAGNOSTICS_COLUMNS = ("dataset", "model", "check", "value", "passed", "detail")
 DIAGNOSTICS_KEY = ("dataset", "model", "check")
@@ -88,14 +101,15 @@ SORT_ORDER: dict[str, Sequence[str]] = {
 }
 
 
-def _slug(values: Iterable[Any]) -> str:
+def key_slug(values: Iterable[Any]) -> str:
+    """A record's file stem from its key's values."""
     text = "__".join("none" if v is None else str(v) for v in values)
     return re.sub(r"[^A-Za-z0-9_.=-]+", "-", text)
 
 
 def record_slug(table: str, row: dict[str, Any]) -> str:
     """The file stem of `row`'s record in records/<table>/ (its key's values)."""
-    return _slug(row[k] for k in TABLES[table][1])
+    return key_slug(row[k] for k in TABLES[table][1])
 
 
 def read_record(results_dir: str | Path, table: str, key: dict[str, Any]) -> dict[str, Any] | None:
@@ -119,6 +133,7 @@ def record_rows(results_dir: str | Path, table: str, rows: Sequence[dict[str, An
     _ensure_writable(results_dir)
     columns = TABLES[table][0]
     for row in rows:
+        row = {c: None for c in OPTIONAL_COLUMNS.get(table, ())} | dict(row)
         missing = [c for c in columns if c not in row]
         if missing:
             raise ValueError(f"row for {table} lacks {missing}")
@@ -260,10 +275,42 @@ def rebuild_tables(results_dir: str | Path) -> dict[str, pd.DataFrame]:
     return frames
 
 
+def undefended_baseline(runs_dir: str | Path, dataset: str) -> tuple[str, float] | None:
+    """(name, test accuracy) of the undefended network of `dataset`: teacher-T1's meta.json.
+
+    None when the run does not exist or its meta.json cannot be read (the row stays empty; a
+    later `refresh_accuracy_baselines` fills it).
+    """
+    path = run_dir(runs_dir, dataset, BASELINE_RUN)
+    if not (path / "meta.json").is_file():
+        return None
+    try:
+        meta = read_meta(path)
+    except DefdistillError:
+        return None
+    acc = meta.get("clean_acc")
+    if meta.get("study") or meta["role"] != "teacher" or float(meta["T"]) != 1.0 or acc is None:
+        return None
+    return BASELINE_RUN, float(acc)
+
+
+def _baseline_columns(student_acc: float, baseline: tuple[str, float] | None) -> dict[str, Any]:
+    if baseline is None:
+        return {"baseline": None, "baseline_acc": None, "cost_pp": None}
+    name, acc = baseline
+    return {"baseline": name, "baseline_acc": acc, "cost_pp": (acc - student_acc) * 100.0}
+
+
 def record_accuracy_gap(
-    results_dir: str | Path, student_meta: dict[str, Any], student_name: str
+    results_dir: str | Path,
+    student_meta: dict[str, Any],
+    student_name: str,
+    baseline: tuple[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Record the accuracy-gap row of a freshly distilled student."""
+    """Record the accuracy-gap row of a freshly distilled student.
+
+    `baseline`: (name, test accuracy) of the undefended network (`undefended_baseline`), or None.
+    """
     row = {
         "dataset": student_meta["dataset"],
         "T": float(student_meta["T"]),
@@ -277,6 +324,96 @@ def record_accuracy_gap(
         "student_arch": student_meta.get("arch"),
         "student_params": student_meta.get("params"),
         "teacher_params": student_meta.get("teacher_params"),
+        **_baseline_columns(student_meta["clean_acc"], baseline),
     }
     record_rows(results_dir, "accuracy_gap", [row])
     return row
+
+
+def refresh_accuracy_baselines(results_dir: str | Path, runs_dir: str | Path | None = None) -> int:
+    """Fill or update the baseline columns of every accuracy_gap record; the number of records changed.
+
+    The baseline comes from teacher-T1's meta.json in `runs_dir` (a sweep distils student-T100
+    while teacher-T1 may still be training, so the row is filled afterwards). Where the runs are
+    not at hand (`runs_dir` None or without the run), from the records themselves: a row whose
+    teacher is teacher-T1 holds that run's accuracy, copied from the same meta.json when its
+    student was distilled (used only when all such rows agree). A dataset with neither keeps
+    its rows as they are. Tables are rebuilt when a record changed.
+    """
+    results_dir = Path(results_dir)
+    folder = results_dir / RECORDS_DIR / "accuracy_gap"
+    records = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and {"dataset", "student_acc"} <= set(record):
+            records.append((path, record))
+    baselines: dict[str, tuple[str, float] | None] = {}
+    for dataset in {r["dataset"] for _, r in records}:
+        found = undefended_baseline(runs_dir, dataset) if runs_dir is not None else None
+        if found is None:
+            accs = {
+                r["teacher_acc"]
+                for _, r in records
+                if r["dataset"] == dataset
+                and r.get("teacher") == BASELINE_RUN
+                and r.get("teacher_acc") is not None
+            }
+            found = (BASELINE_RUN, float(accs.pop())) if len(accs) == 1 else None
+        baselines[dataset] = found
+    changed = 0
+    for path, record in records:
+        baseline = baselines[record["dataset"]]
+        if baseline is None:
+            continue
+        columns = _baseline_columns(record["student_acc"], baseline)
+        if all(record.get(k) == v for k, v in columns.items()):
+            continue
+        atomic_write_json(path, record | columns)
+        changed += 1
+    if changed:
+        rebuild_tables(results_dir)
+    return changed
+
+
+LEGACY_PRIVACY_KEY = ("dataset", "model", "attack")
+PRIVACY_ROC_RECORDS = "privacy_roc"  # the stored ROC of each privacy row, under the row's file name
+UNTRANSFERRED_ROLES = ("teacher", "control")  # trained on no transfer set
+
+
+def migrate_privacy_records(results_dir: str | Path) -> int:
+    """Move privacy records keyed without the transfer set (dataset, model, attack) to the current
+    key, giving the teacher (and a control) the transfer set NO_TRANSFER_SET; their stored ROCs
+    move with them. Numbers are untouched. Returns the number of records moved; tables are rebuilt
+    when any moved."""
+    results_dir = Path(results_dir)
+    folder = results_dir / RECORDS_DIR / "privacy"
+    moved = 0
+    for path in sorted(folder.glob("*.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(record, dict) or not set(LEGACY_PRIVACY_KEY) <= set(record):
+            continue
+        if path.stem != key_slug(record[k] for k in LEGACY_PRIVACY_KEY):
+            continue  # already under the current key
+        if record.get("role") in UNTRANSFERRED_ROLES or "transfer_set" not in record:
+            record["transfer_set"] = (
+                NO_TRANSFER_SET if record.get("role") in UNTRANSFERRED_ROLES else "public"
+            )
+        stem = record_slug("privacy", record)
+        atomic_write_json(folder / f"{stem}.json", record)
+        roc = results_dir / RECORDS_DIR / PRIVACY_ROC_RECORDS / path.name
+        if roc.is_file():
+            curve = json.loads(roc.read_text(encoding="utf-8"))
+            curve["transfer_set"] = record["transfer_set"]
+            atomic_write_text(roc.with_name(f"{stem}.json"), json.dumps(curve, separators=(",", ":")) + "\n")
+            roc.unlink()
+        path.unlink()
+        moved += 1
+    if moved:
+        rebuild_tables(results_dir)
+    return moved

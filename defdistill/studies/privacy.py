@@ -36,7 +36,14 @@ from ..data.registry import DatasetSpec, get_dataset_spec, load_dataset
 from ..errors import DefdistillError
 from ..models import accuracy, build_model, predict_logits
 from ..store.runs import format_T, run_dir, save_run
-from ..store.tables import RECORDS_DIR, record_rows, record_slug
+from ..store.tables import (
+    NO_TRANSFER_SET,
+    PRIVACY_ROC_RECORDS,
+    RECORDS_DIR,
+    migrate_privacy_records,
+    record_rows,
+    record_slug,
+)
 from ..train.distill import distillation_loss
 from ..train.loop import LossFn, Recipe, base_meta, finish_meta, fit, recipe_for, temperature_cross_entropy
 
@@ -55,7 +62,7 @@ SHADOW_SCORES_FILE = "lira_shadow_scores.json"
 STUDY = "privacy"
 # Each model x attack ROC is kept beside its record in records/privacy, so the figure can be
 # redrawn (and other plots made) without retraining.
-ROC_RECORDS = "privacy_roc"
+ROC_RECORDS = PRIVACY_ROC_RECORDS
 ROC_PANELS = ("lira", "loss")  # the calibrated attack, and the simplest baseline beside it
 ROC_FLOOR = 1e-3  # the log axes' lower end: TPR at 0.1% FPR is the lowest rate the table reports
 
@@ -391,6 +398,22 @@ def student_run_name(T: float, transfer_set: str) -> str:
     return f"privacy-student-{middle}T{format_T(T)}"
 
 
+CONTROL_NAME = "privacy-control"
+CONTROL_ROLE = "control"  # in the table; its run folder's meta.json says "teacher" (trained on labels)
+
+
+@dataclass(frozen=True)
+class _Trained:
+    name: str
+    role: str  # teacher, student or control
+    T: float
+    model: nn.Module
+    seconds: float
+    losses: list[float]
+    transfer_set: str  # the students' transfer set; NO_TRANSFER_SET for the teacher and the control
+    train_set: str  # in words, for meta.json
+
+
 @dataclass
 class PrivacyModel:
     """One attacked model: its run, role, temperature, test accuracy and per-attack ROC."""
@@ -426,6 +449,8 @@ def run_privacy(
     data_dir: str | Path = "data",
     device: str = "auto",
     progress: ProgressReporter = SILENT,
+    control: bool = False,
+    control_only: bool = False,
 ) -> PrivacyReport:
     """Teacher on the private half, a student per T on the public half (or noise), attacked for membership.
 
@@ -434,9 +459,15 @@ def run_privacy(
     other half B_k (on noise when the transfer set is noise). The pool holds no attack target,
     so every shadow is an OUT model for every example. Approximation: the shadow sets are about
     3/4 the size of the real private and public halves (the pool is public + unused private).
+
+    `control` adds `privacy-control`: the same network trained with cross-entropy on the public
+    half with its true labels, which never sees a private example, attacked the same way (its
+    LiRA shadows train on each B_k with labels). What the attacks score on it is the floor of a
+    model without members. `control_only` trains the control alone (no teacher, no students).
     """
     spec = get_dataset_spec(dataset)
-    temperatures = check_temperatures(temperatures)
+    control = control or control_only
+    temperatures = () if control_only else check_temperatures(temperatures)
     shadows = check_shadows(shadows)
     if transfer_set not in TRANSFER_SETS:
         raise DefdistillError(
@@ -459,45 +490,77 @@ def run_privacy(
             return noise_images(len(split.public), spec.shape, noise_seed)
         return x_train[public_indices]
 
-    # The targets: teacher on the private half; one student per T on the public half (or noise).
-    # (name, role, T, model, training seconds, epoch losses)
-    trained: list[tuple[str, str, float, nn.Module, float, list[float]]] = []
-    t0 = time.perf_counter()
-    teacher, losses = _train_private_teacher(
-        setting, x_train[split.private], y_train[split.private], seed, f"{dataset} {teacher_run_name()}"
-    )
-    trained.append((teacher_run_name(), "teacher", 1.0, teacher, time.perf_counter() - t0, losses))
-    x_transfer = transfer_inputs(split.public, derived_seed(seed, 3))
-    for T in temperatures:
-        name = student_run_name(T, transfer_set)
+    # The targets: teacher on the private half; one student per T on the public half (or noise);
+    # the control on the public half with its labels.
+    trained: list[_Trained] = []
+    if not control_only:
         t0 = time.perf_counter()
-        student, losses = _distil_student(setting, teacher, x_transfer, T, seed, f"{dataset} {name}")
-        trained.append((name, "student", T, student, time.perf_counter() - t0, losses))
+        teacher, losses = _train_private_teacher(
+            setting, x_train[split.private], y_train[split.private], seed, f"{dataset} {teacher_run_name()}"
+        )
+        trained.append(
+            _Trained(
+                teacher_run_name(), "teacher", 1.0, teacher, time.perf_counter() - t0, losses,
+                NO_TRANSFER_SET, f"private half ({len(split.private)} train examples)",
+            )
+        )  # fmt: skip
+        x_transfer = transfer_inputs(split.public, derived_seed(seed, 3))
+        for T in temperatures:
+            name = student_run_name(T, transfer_set)
+            t0 = time.perf_counter()
+            student, losses = _distil_student(setting, teacher, x_transfer, T, seed, f"{dataset} {name}")
+            trained.append(
+                _Trained(
+                    name, "student", T, student, time.perf_counter() - t0, losses, transfer_set,
+                    f"{transfer_set} transfer set ({len(split.public)} inputs, "
+                    f"soft labels at T={format_T(T)})",
+                )
+            )  # fmt: skip
+    if control:
+        t0 = time.perf_counter()
+        model, losses = _train_private_teacher(
+            setting, x_train[split.public], y_train[split.public], seed, f"{dataset} {CONTROL_NAME}"
+        )
+        trained.append(
+            _Trained(
+                CONTROL_NAME, CONTROL_ROLE, 1.0, model, time.perf_counter() - t0, losses, NO_TRANSFER_SET,
+                f"public half with its true labels ({len(split.public)} train examples; no private example)",
+            )
+        )  # fmt: skip
 
     # Shadow pipelines: phi of every target under each OUT model, per target model.
-    shadow_phi: dict[str, list[torch.Tensor]] = {name: [] for name, *_ in trained}
+    shadow_phi: dict[str, list[torch.Tensor]] = {t.name: [] for t in trained}
     shadow_sets = []
     for k in range(shadows):
         a, b = shadow_halves(split.shadow_pool, y_train, seed, k)
         shadow_sets.append({"private": a.tolist(), "public": b.tolist()})
         k_seed = derived_seed(seed, 4, k)
-        shadow_teacher, _ = _train_private_teacher(
-            setting, x_train[a], y_train[a], k_seed, f"{dataset} shadow {k + 1}/{shadows} teacher"
-        )
-        target_logits = predict_logits(shadow_teacher, x_targets, setting.device)
-        shadow_phi[teacher_run_name()].append(logit_confidence(target_logits, y_targets))
-        shadow_transfer = transfer_inputs(b, derived_seed(seed, 5, k))
-        for T in temperatures:
-            shadow_student, _ = _distil_student(
-                setting,
-                shadow_teacher,
-                shadow_transfer,
-                T,
-                k_seed,
-                f"{dataset} shadow {k + 1}/{shadows} student-T{format_T(T)}",
+        if not control_only:
+            shadow_teacher, _ = _train_private_teacher(
+                setting, x_train[a], y_train[a], k_seed, f"{dataset} shadow {k + 1}/{shadows} teacher"
             )
-            target_logits = predict_logits(shadow_student, x_targets, setting.device)
-            shadow_phi[student_run_name(T, transfer_set)].append(logit_confidence(target_logits, y_targets))
+            target_logits = predict_logits(shadow_teacher, x_targets, setting.device)
+            shadow_phi[teacher_run_name()].append(logit_confidence(target_logits, y_targets))
+            shadow_transfer = transfer_inputs(b, derived_seed(seed, 5, k))
+            for T in temperatures:
+                shadow_student, _ = _distil_student(
+                    setting,
+                    shadow_teacher,
+                    shadow_transfer,
+                    T,
+                    k_seed,
+                    f"{dataset} shadow {k + 1}/{shadows} student-T{format_T(T)}",
+                )
+                target_logits = predict_logits(shadow_student, x_targets, setting.device)
+                shadow_phi[student_run_name(T, transfer_set)].append(
+                    logit_confidence(target_logits, y_targets)
+                )
+        if control:
+            shadow_control, _ = _train_private_teacher(
+                setting, x_train[b], y_train[b], k_seed, f"{dataset} shadow {k + 1}/{shadows} control"
+            )
+            target_logits = predict_logits(shadow_control, x_targets, setting.device)
+            shadow_phi[CONTROL_NAME].append(logit_confidence(target_logits, y_targets))
 
     membership = {
         "dataset": dataset,
@@ -513,28 +576,31 @@ def run_privacy(
     member[:n] = True
     models, rows, notes = [], [], []
     curves: list[Roc] = []  # one per row
-    for name, role, T, model, train_seconds, losses in trained:
-        test_acc = accuracy(model, x_test, y_test, setting.device)
-        logits = predict_logits(model, x_targets, setting.device)
+    for t in trained:
+        test_acc = accuracy(t.model, x_test, y_test, setting.device)
+        logits = predict_logits(t.model, x_targets, setting.device)
         scores = threshold_attack_scores(logits, y_targets)
         phi = logit_confidence(logits, y_targets)
         if shadows:
-            scores["lira"] = lira_offline_scores(phi, torch.stack(shadow_phi[name]))
+            scores["lira"] = lira_offline_scores(phi, torch.stack(shadow_phi[t.name]))
         rocs = {attack: roc_curve(s[member], s[~member]) for attack, s in scores.items()}
 
-        path = run_dir(runs_dir, dataset, name)
+        path = run_dir(runs_dir, dataset, t.name)
         # finish_meta measures wall time from a start: the model's own training time, not the shadows'
-        started_at = time.perf_counter() - train_seconds
+        started_at = time.perf_counter() - t.seconds
+        meta_role = "student" if t.role == "student" else "teacher"  # run folders know these two roles
         meta = finish_meta(
-            base_meta(dataset, setting.arch, role, T, seed, setting.recipe), started_at, losses, test_acc
+            base_meta(dataset, setting.arch, meta_role, t.T, seed, setting.recipe),
+            started_at,
+            t.losses,
+            test_acc,
         )
         meta.update(
             study=STUDY,
-            train_set=f"private half ({len(split.private)} train examples)"
-            if role == "teacher"
-            else f"{transfer_set} transfer set ({len(split.public)} inputs, soft labels at T={format_T(T)})",
-            teacher=None if role == "teacher" else teacher_run_name(),
-            teacher_T=None if role == "teacher" else 1.0,
+            privacy_role=t.role,
+            train_set=t.train_set,
+            teacher=teacher_run_name() if t.role == "student" else None,
+            teacher_T=1.0 if t.role == "student" else None,
             membership=MEMBERSHIP_FILE,
         )
         atomic_write_json(path / MEMBERSHIP_FILE, membership)
@@ -545,22 +611,23 @@ def run_privacy(
                     "score": "logit-scaled confidence z_y - logsumexp_{i!=y} z_i under each OUT shadow model",
                     "order": "members then nonmembers, as in membership.json",
                     "target_phi": phi.tolist(),
-                    "shadow_phi": torch.stack(shadow_phi[name]).tolist(),
+                    "shadow_phi": torch.stack(shadow_phi[t.name]).tolist(),
                 },
             )
-        save_run(path, model.cpu(), meta)  # meta.json last: its presence marks a finished run
+        save_run(path, t.model.cpu(), meta)  # meta.json last: its presence marks a finished run
 
-        models.append(PrivacyModel(name, role, T, test_acc, path, rocs))
+        models.append(PrivacyModel(t.name, t.role, t.T, test_acc, path, rocs))
         for attack, roc in rocs.items():
             curves.append(roc)
             rows.append(
                 {
-                    "dataset": dataset, "model": name, "role": role, "T": T, "attack": attack,
+                    "dataset": dataset, "model": t.name, "role": t.role, "T": t.T, "attack": attack,
                     **metrics_from_roc(roc), "test_acc": test_acc,
-                    "transfer_set": transfer_set, "shadows": shadows, "seed": seed,
+                    "transfer_set": t.transfer_set, "shadows": shadows, "seed": seed,
                     "epochs": setting.recipe.epochs,
                 }
             )  # fmt: skip
+    migrate_privacy_records(results_dir)  # older records move to the current key, then these replace them
     record_rows(results_dir, "privacy", rows)
     for row, roc in zip(rows, curves, strict=True):
         save_roc_record(results_dir, row, roc)
@@ -663,7 +730,7 @@ def plot_privacy_rocs(records: Sequence[dict[str, Any]], path: str | Path) -> Pa
         raise DefdistillError(
             f"no stored {' or '.join(ROC_PANELS)} ROC to plot for {path}: run defdistill privacy first"
         )
-    students = sorted({float(r["T"]) for r in records if r.get("role") != "teacher"}) or [1.0]
+    students = sorted({float(r["T"]) for r in records if r.get("role") == "student"}) or [1.0]
     logs = np.log(students)
     span = (logs.max() - logs.min()) or 1.0
     cmap = colormaps["viridis"]
@@ -674,6 +741,8 @@ def plot_privacy_rocs(records: Sequence[dict[str, Any]], path: str | Path) -> Pa
             roc: Roc = record["roc"]
             if record.get("role") == "teacher":
                 style = {"color": "black", "lw": 1.8}
+            elif record.get("role") == CONTROL_ROLE:
+                style = {"color": "tab:red", "lw": 1.2, "ls": "-."}
             else:
                 shade = 0.85 * (math.log(float(record["T"])) - logs.min()) / span
                 dashed = record.get("transfer_set", "public") != "public"

@@ -562,8 +562,10 @@ def run_sweep(
             )
     finished = not result.failed and (not todo or result.outcomes)
     if finished:
-        from ..store.tables import rebuild_tables
+        from ..store.tables import rebuild_tables, refresh_accuracy_baselines
 
+        # students recorded before teacher-T1 finished (parallel configurations) get their baseline now
+        refresh_accuracy_baselines(results_dir, configs[0].runs_dir)
         rebuild_tables(results_dir)
         if spec.report:
             from ..report import write_report

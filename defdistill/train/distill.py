@@ -39,7 +39,7 @@ from ..data.registry import get_dataset_spec, load_dataset
 from ..errors import DefdistillError
 from ..models import EVAL_BATCH, accuracy, build_model, count_parameters, get_arch_spec
 from ..store.runs import ROLES, format_T, load_run, resolve_model, run_dir, run_name, save_run
-from ..store.tables import record_accuracy_gap
+from ..store.tables import record_accuracy_gap, undefended_baseline
 from .loop import (
     Recipe,
     RunResult,
@@ -448,7 +448,8 @@ def _distill_generation(
     if current_world().is_main:
         meta = save_run(path, student.cpu(), meta)
         checkpoint.clear()
-        record_accuracy_gap(results_dir, meta, student_name=name)
+        baseline = undefended_baseline(runs_dir, plan.dataset)  # teacher-T1's accuracy, if trained yet
+        record_accuracy_gap(results_dir, meta, student_name=name, baseline=baseline)
     barrier()  # the next generation loads this run on every rank
     return RunResult(path, meta, list(notes))
 
