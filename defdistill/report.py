@@ -30,6 +30,7 @@ from .core.fileio import atomic_write_bytes, atomic_write_text
 from .errors import DefdistillError
 from .store.runs import format_T, run_name
 from .store.tables import (
+    PER_INPUT,
     RECORDS_DIR,
     ROLE_RANK,
     migrate_privacy_records,
@@ -535,7 +536,7 @@ def write_report(
     refresh_accuracy_baselines(results_dir, runs_dir)
     for folder in [results_dir, *sorted((results_dir / PRIVACY_SEEDS_DIR).glob("*/"))]:
         migrate_privacy_records(folder)  # rows keyed before the transfer set was part of the key
-    all_robustness = read_records(results_dir, "robustness")
+    all_robustness = read_records(results_dir, "robustness", per_input=True)
     robustness = _sweep_rows(all_robustness)
     gaps = read_records(results_dir, "accuracy_gap")
     all_gaps = gaps.copy()
@@ -658,7 +659,8 @@ def write_report(
     if found:
         lines += diagnosis_section(results_dir, found)
     if not robustness.empty and found:
-        flags = per_input_worst_case(all_robustness)
+        seeds = seed_robustness(results_dir)
+        flags = per_input_worst_case(pd.concat([all_robustness, seeds], ignore_index=True))
         lines += small_budget_section(flags[flags["dataset"].isin(found)])
     if privacy_found:
         lines += privacy_section(privacy, privacy_found, results_dir, plots, notes)
@@ -682,29 +684,23 @@ WITHIN_SUFFIX = " (within eps)"  # a minimal-perturbation attack's success withi
 
 
 def per_input_outcomes(row: pd.Series | dict) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(is_adv, distances, correct) per attacked input, or None when the record has no per-input lists.
+    """(is_adv, distances, correct) per attacked input from a record's `per_input` results, or
+    None when the record has none (records made before they were kept).
 
-    `is_adv[i]`: an adversarial example was found for input i; `distances[i]`: its perturbation
-    norm (None / NaN when none was found). `correct[i]` (clean input classified correctly) is read
-    from the record when it holds it; otherwise an input adversarial at distance 0 counts as
-    misclassified before the attack (Foolbox's convention: the clean input is already adversarial).
+    `is_adv[i]`: an adversarial example was found for the correctly classified input i;
+    `distances[i]`: its perturbation norm (NaN when none was found); `correct[i]`: the clean
+    input was classified correctly.
     """
     get = row.get if isinstance(row, dict) else (lambda k, d=None: row[k] if k in row.index else d)
-    is_adv, distances = get("is_adv"), get("distances")
-    if not isinstance(is_adv, (list, tuple, np.ndarray)) or not isinstance(
-        distances, (list, tuple, np.ndarray)
-    ):
+    per_input = get(PER_INPUT)
+    if not isinstance(per_input, dict):
         return None
-    flags = np.asarray(is_adv, dtype=bool)
-    dist = np.asarray([math.nan if d is None else float(d) for d in distances], dtype=float)
-    if flags.shape != dist.shape or flags.ndim != 1:
+    flags = np.array([c == "1" for c in per_input.get("broken", "")], dtype=bool)
+    correct = np.array([c == "1" for c in per_input.get("clean", "")], dtype=bool)
+    dist = np.asarray([math.nan if d is None else float(d) for d in per_input.get("dist", [])], dtype=float)
+    if not (flags.shape == dist.shape == correct.shape) or flags.ndim != 1:
         return None
-    correct = get("correct")
-    if isinstance(correct, (list, tuple, np.ndarray)) and len(correct) == len(flags):
-        known = np.asarray(correct, dtype=bool)
-    else:
-        known = ~(flags & (dist == 0))
-    return flags, dist, known
+    return flags, dist, correct
 
 
 def _found(outcomes: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
@@ -829,28 +825,30 @@ def diagnosis_section(results_dir: Path, datasets: list[str]) -> list[str]:
 # --- small budgets: two models on the same inputs --------------------------------------------
 
 FLAG_COLUMNS = ("dataset", "seed", "model", "eps", "input", "broken")
+SEEDS_DIR = "seeds"
 SMALL_BUDGET_PAIR = ("student-T100", "teacher-T1")
 SIGNIFICANCE = 0.05
 
 
 def per_input_worst_case(robustness: pd.DataFrame) -> pd.DataFrame:
-    """Per-input worst case over the bounded attacks: broken if any attack's example at that eps
-    fooled the model (misclassified clean inputs count as broken: is_adv is true for them).
+    """Per-input worst case over the bounded attacks: an input is broken at eps if the model
+    misclassifies it clean or any attack's example at that eps fooled it.
 
-    Reads the records' per-input `is_adv` lists; rows without them are left out, so records from
+    Reads the records' per-input results; rows without them are left out, so records from
     before per-input outcomes give an empty frame. The seed is the record's `seed`, else 0.
     """
     rows = robustness[robustness["eps"].notna()] if not robustness.empty else robustness
-    if "is_adv" not in rows.columns:
+    if PER_INPUT not in rows.columns:
         return pd.DataFrame(columns=list(FLAG_COLUMNS))
     merged: dict[tuple, np.ndarray] = {}
     for _, row in rows.iterrows():
-        flags = row["is_adv"]
-        if not isinstance(flags, (list, tuple, np.ndarray)):
+        outcomes = per_input_outcomes(row)
+        if outcomes is None:
             continue
+        broken, _, correct = outcomes
+        flags = broken | ~correct
         seed = row["seed"] if "seed" in row.index and pd.notna(row["seed"]) else 0
         key = (row["dataset"], int(seed), row["model"], float(row["eps"]))
-        flags = np.asarray(flags, dtype=bool)
         if key in merged and merged[key].shape != flags.shape:
             continue  # another n: not the same inputs
         merged[key] = merged[key] | flags if key in merged else flags
@@ -860,6 +858,18 @@ def per_input_worst_case(robustness: pd.DataFrame) -> pd.DataFrame:
         for i, b in enumerate(flags)
     ]
     return pd.DataFrame(out, columns=list(FLAG_COLUMNS))
+
+
+def seed_robustness(results_dir: Path) -> pd.DataFrame:
+    """The robustness records of the extra seeds' results folders (results/seeds/seed-K/), where
+    experiments/seeds.sh repeats the headline models with other seeds."""
+    frames = [
+        read_records(folder, "robustness", per_input=True)
+        for folder in sorted((results_dir / SEEDS_DIR).glob("seed-*"))
+        if (folder / RECORDS_DIR / "robustness").is_dir()
+    ]
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

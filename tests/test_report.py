@@ -33,7 +33,7 @@ def fill_results(results: Path, eps_grid: tuple[float, ...] = (0.1, 0.3)) -> Non
                                         "per_input": _per_input(success, eps)})  # fmt: skip
             rows.append(
                 base | {"attack": "cw", "norm": "l2", "eps": None, "success_rate": 1.0, "robust_acc": 0.0,
-                        "per_input": _per_input(1.0, 0.5)}
+                        "per_input": _per_input(1.0, 0.1)}
             )  # fmt: skip
         gaps.append({
             "dataset": "digits", "T": T, "teacher": f"teacher-T{T:g}", "teacher_T": T, "teacher_acc": 0.98,
@@ -219,7 +219,7 @@ def test_unbounded_attacks_are_reported_as_distances_never_at_a_budget(tmp_path:
     assert "cw" not in at_eps
     distances = report.split("### Minimal perturbations (unbounded attacks)")[1].split("\n#")[0]
     assert "| model | role | T | attack | norm | n | success_rate | median_dist | mean_dist |" in distances
-    assert "| student-T100 | student | 100 | cw | l2 | 100 | 1 | 0.1 |  |" in distances  # no per-input lists
+    assert "| student-T100 | student | 100 | cw | l2 | 100 | 1 | 0.1 | 0.1 |" in distances
 
 
 def hsj_row(model: str, role: str, T: float, distances: list[float | None]) -> dict:
@@ -227,7 +227,8 @@ def hsj_row(model: str, role: str, T: float, distances: list[float | None]) -> d
     return {"dataset": "digits", "model": model, "role": role, "T": T, "attack": "hsj", "norm": "linf",
             "eps": None, "n": len(distances), "clean_acc": 1.0, "robust_acc": 1 - sum(found) / len(found),
             "success_rate": sum(found) / len(found), "median_dist": 0.0, "seconds": 1.0,
-            "is_adv": found, "distances": distances}  # fmt: skip
+            "per_input": {"clean": "1" * len(found), "broken": "".join("1" if f else "0" for f in found),
+                          "dist": distances}}  # fmt: skip
 
 
 def test_minimal_attack_enters_each_budget_from_its_per_input_distances(tmp_path: Path) -> None:
@@ -324,9 +325,6 @@ def test_small_budget_section_says_so_when_no_difference_is_detectable() -> None
 def test_small_budget_flags_come_from_per_input_outcomes_in_the_records(tmp_path: Path) -> None:
     from defdistill.report import per_input_worst_case, read_records
 
-    fill_results(tmp_path)
-    report = write_report(tmp_path).report.read_text(encoding="utf-8")
-    assert "Not measured: the records hold no per-input outcomes" in report  # today's records
     rows = []
     for model, fgsm, pgd in (
         ("teacher-T1", [0, 0, 1, 0], [0, 1, 1, 0]),
@@ -336,10 +334,14 @@ def test_small_budget_flags_come_from_per_input_outcomes_in_the_records(tmp_path
             rows.append({"dataset": "digits", "model": model, "role": model.split("-")[0], "T": 1.0,
                          "attack": attack, "norm": "linf", "eps": 0.1, "n": 4, "clean_acc": 1.0,
                          "robust_acc": 0.5, "success_rate": 0.5, "median_dist": 0.1, "seconds": 1.0,
-                         "is_adv": [bool(f) for f in flags]})  # fmt: skip
+                         "per_input": {"clean": "1111", "broken": "".join(str(f) for f in flags),
+                                       "dist": [0.1 if f else None for f in flags]}})  # fmt: skip
     per_input = tmp_path / "per-input"
     record_rows(per_input, "robustness", rows)
-    flags = per_input_worst_case(read_records(per_input, "robustness"))
+    old = [{k: v for k, v in row.items() if k != "per_input"} for row in rows]
+    record_rows(tmp_path / "old", "robustness", old)  # records made before per-input results
+    assert per_input_worst_case(read_records(tmp_path / "old", "robustness", per_input=True)).empty
+    flags = per_input_worst_case(read_records(per_input, "robustness", per_input=True))
     broken = flags.pivot_table(index="input", columns="model", values="broken")
     assert broken["teacher-T1"].tolist() == [0, 1, 1, 0] and broken["student-T100"].tolist() == [1, 1, 1, 1]
 
