@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core.stats import wilson_interval
+
 # How far a minimal perturbation may exceed eps and still count as within it (float32 slack).
 WITHIN_EPS_SLACK = 1e-6
 
@@ -27,21 +29,6 @@ def perturbation_norms(delta: torch.Tensor, norm: str) -> torch.Tensor:
     if norm == "l0":
         return (flat != 0).float().mean(1)
     raise ValueError(f"unknown norm {norm!r}")
-
-
-def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
-    """The 95% Wilson score interval of a proportion (NaNs when there are no trials).
-
-    Unlike the normal approximation it stays inside [0, 1] and is sensible at 0 and n successes,
-    where robust accuracies and success rates of strong attacks often sit.
-    """
-    if trials <= 0:
-        return math.nan, math.nan
-    p = successes / trials
-    denominator = 1 + z * z / trials
-    centre = (p + z * z / (2 * trials)) / denominator
-    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def attack_metrics(
