@@ -223,12 +223,21 @@ def test_sweep_refuses_runs_trained_with_other_settings(local_sweep):
     ("text", "message"),
     [
         ("name: x\ntemperatures: [1, -5]\n", "temperatures must be a number or a list of numbers > 0"),
-        ("name: x\nattacks: [fgsm, jsma]\n", "unknown attacks jsma"),
+        ("name: x\nattacks: [fgsm, deepfool]\n", "unknown attacks deepfool"),
         ("name: x\ntemperature: [1]\n", "unknown key temperature"),
         ("name: x\nslurm: {partition: gpu, gpus: 2}\n", "unknown slurm key gpus"),
         ("name: x\neps: [0.1, 2]\n", "eps must be a number or a list of numbers in (0, 1]"),
         ("name: [x\n", "is not valid YAML at line"),
         ("- 1\n- 2\n", "a sweep spec is a YAML mapping"),
+        (
+            "name: x\ntemperatures: [1, 100]\nstudents: [5]\n",
+            "students lists T=5, which temperatures does not",
+        ),
+        ("name: x\nshadows: 4\n", "shadows does not apply to study: robustness"),
+        ("name: x\nstudy: privacy\nattacks: [fgsm]\n", "attacks does not apply to study: privacy"),
+        ("name: x\nstudy: privacy\nshadows: 1\n", "shadows must be 0 (no LiRA) or an integer >= 2"),
+        ("name: x\nvariants: [{name: a, method: dark}]\n", "unknown variants.a.method dark"),
+        ("name: x\nvariants: [{name: a}, {name: a}]\n", "variant names must differ"),
     ],
 )
 def test_bad_sweep_specs_are_one_line_errors(tmp_path: Path, text: str, message: str):
@@ -356,3 +365,48 @@ def test_a_sweep_asking_for_another_n_measures_the_attacks_again(local_sweep, tm
         ["fgsm on teacher-T100", "fgsm on student-T100"],
     ]
     assert set(pd.read_csv(tmp_path / "results" / "robustness.csv")["n"]) == {50}
+
+
+def test_a_spec_without_eps_takes_the_datasets_grid_and_variants_name_their_runs():
+    from defdistill.data.registry import get_dataset_spec
+    from defdistill.studies.sweep import configurations, parse_spec
+
+    spec = parse_spec(
+        {
+            "name": "x",
+            "temperatures": [1, 100],
+            "students": [100],
+            "variants": [{"name": "ban", "generations": 2}],
+        }
+    )
+    one, hundred = configurations(spec)
+    assert one.eps == hundred.eps == get_dataset_spec("digits").eps_grid
+    assert one.models == ["teacher-T1"]
+    assert hundred.runs == [
+        ("teacher-T100", 0), ("student-T100", 0), ("student-T100-ban-gen1", 0), ("student-T100-ban-gen2", 1),
+    ]  # fmt: skip
+    privacy = configurations(
+        parse_spec({"name": "p", "study": "privacy", "transfer_sets": ["public", "noise"]})
+    )
+    assert [c.id for c in privacy] == ["digits-privacy-public", "digits-privacy-noise"]
+
+
+def test_the_sweeps_transfer_attack_crafts_on_a_surrogate_trained_with_the_next_seed(
+    local_sweep, tmp_path: Path
+):
+    from defdistill.studies.sweep import run_sweep
+
+    root, _, _ = local_sweep
+    shutil.copytree(root / "runs", tmp_path / "runs")
+    spec = _write_spec(
+        tmp_path / "t.yaml", tmp_path / "runs", tmp_path / "results", temperatures=[100], students=False,
+        attacks=["transfer"],
+    )  # fmt: skip
+    result = run_sweep(spec)
+    assert [o.done for o in result.outcomes] == [["train surrogate-T1", "transfer on teacher-T100"]]
+    meta = json.loads((tmp_path / "runs" / "digits" / "surrogate-T1" / "meta.json").read_text())
+    assert (meta["T"], meta["seed"], meta["epochs"]) == (1, 1, FIXTURE_EPOCHS)
+    (record,) = (tmp_path / "results" / "records" / "robustness").glob("*transfer*.json")
+    row = json.loads(record.read_text())
+    assert (row["surrogate"], row["surrogate_seed"]) == ("surrogate-T1", 1)
+    assert run_sweep(spec).already_done == ["digits-T100"]
