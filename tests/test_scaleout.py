@@ -410,3 +410,88 @@ def test_the_sweeps_transfer_attack_crafts_on_a_surrogate_trained_with_the_next_
     row = json.loads(record.read_text())
     assert (row["surrogate"], row["surrogate_seed"]) == ("surrogate-T1", 1)
     assert run_sweep(spec).already_done == ["digits-T100"]
+
+
+# --- the experiment scripts: thin wrappers that write sweep specs ----------------------------------
+
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+
+
+def _script_specs(script: str, *args: str, **env: str) -> list:
+    """The specs `experiments/SCRIPT ARGS --print-spec` prints, each validated by the sweep."""
+    import yaml
+
+    from defdistill.studies.sweep import parse_spec
+
+    clean = {
+        k: v for k, v in os.environ.items() if k not in {"RUNS_DIR", "RESULTS_DIR", "DATA_DIR", "ATTACKS"}
+    }
+    path = os.pathsep.join([str(EXPERIMENTS.parent), os.environ.get("PYTHONPATH", "")])
+    done = subprocess.run(
+        ["bash", str(EXPERIMENTS / script), *args, "--print-spec"],
+        env={**clean, "PYTHON": sys.executable, "PYTHONPATH": path, **env},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return [parse_spec(doc, path=Path(script)) for doc in yaml.safe_load_all(done.stdout)]
+
+
+def test_the_temperature_script_writes_one_spec_with_its_options():
+    from defdistill.data.registry import get_dataset_spec
+    from defdistill.studies.sweep import SWEEP_ATTACKS, configurations
+
+    (spec,) = _script_specs(
+        "temperature_sweep.sh", "digits", "-j", "2", "-n", "50", "--epochs", "3", "--runs-dir", "r x",
+        "--results-dir", "out", "--data-dir", "d",
+    )  # fmt: skip
+    assert (spec.name, spec.max_parallel, spec.n, spec.epochs) == ("digits-temperature", 2, 50, 3)
+    assert (spec.runs_dir, spec.results_dir, spec.data_dir, spec.report) == ("r x", "out", "d", False)
+    assert spec.attacks == SWEEP_ATTACKS and spec.temperatures == (1, 2, 5, 10, 20, 30, 40, 50, 100)
+    assert configurations(spec)[0].eps == get_dataset_spec("digits").eps_grid
+    (narrow,) = _script_specs("temperature_sweep.sh", "digits", TEMPERATURES="1 100", ATTACKS="fgsm,pgd")
+    assert (narrow.temperatures, narrow.attacks) == ((1, 100), ("fgsm", "pgd"))
+
+
+def test_the_eps_dataset_and_variants_scripts_write_specs_the_sweep_accepts():
+    from defdistill.evaluate.attacks import ATTACKS
+    from defdistill.studies.sweep import configurations
+
+    (eps,) = _script_specs("eps_sweep.sh", "digits", EPS="0.01,0.5")
+    assert (eps.temperatures, eps.students, eps.eps) == ((1, 100), (100,), (0.01, 0.5))
+    assert set(eps.attacks) == {name for name, spec in ATTACKS.items() if spec.bounded}
+    assert [c.models for c in configurations(eps)] == [["teacher-T1"], ["teacher-T100", "student-T100"]]
+    assert [s.dataset for s in _script_specs("dataset_sweep.sh", "digits", "mnist", "digits")] == [
+        "digits",
+        "mnist",
+    ]
+    (variants,) = _script_specs("variants.sh", "digits", "-n", "100", GENERATIONS="2")
+    models = configurations(variants)[1].models
+    assert models[:3] == ["teacher-T100", "student-T100", "student-T100-hinton"]
+    assert models[-3:] == ["student-T100-noise", "student-T100-ban-gen1", "student-T100-ban-gen2"]
+
+
+def test_the_privacy_script_writes_one_spec_per_seed():
+    specs = _script_specs(
+        "privacy_sweep.sh", "digits", "2", "--epochs", "5", "--runs-dir", "r", "--results-dir", "o"
+    )
+    assert [(s.study, s.seed, s.shadows, s.transfer_sets) for s in specs] == [
+        ("privacy", seed, 2, ("public", "noise")) for seed in (0, 1, 2)
+    ]
+    assert [(s.runs_dir, s.results_dir) for s in specs] == [("r", "o")] + [
+        (f"r/privacy-seed{seed}", f"o/privacy-seeds/seed{seed}") for seed in (1, 2)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["temperature_sweep.sh", "digits", "-j", "0"], "-j takes a positive integer, got 0"),
+        (["eps_sweep.sh", "digits", "--bogus"], "unknown option --bogus"),
+        (["privacy_sweep.sh", "digits", "-n", "10"], "-n does not apply to the privacy sweep"),
+    ],
+)
+def test_the_scripts_refuse_bad_options(args: list[str], message: str):
+    done = subprocess.run(
+        ["bash", str(EXPERIMENTS / args[0]), *args[1:]], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2 and message in done.stderr
