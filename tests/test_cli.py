@@ -11,24 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
+from conftest import assert_one_line_error, invoke
 
 from defdistill.cli import app
-
-runner = CliRunner()
-
-
-def invoke(*args: str):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code != 0, result.output
-    text = result.output.strip()
-    assert "Traceback" not in text
-    assert len(text.splitlines()) == 1, text
-    for fragment in fragments:
-        assert fragment in text, (fragment, text)
 
 
 def test_train_teacher_command_writes_a_run_and_prints_a_summary(tmp_path):
