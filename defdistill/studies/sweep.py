@@ -422,7 +422,7 @@ def _run_privacy(config: PrivacyConfig, progress: ProgressReporter, outcome: Con
         outcome.done.append(step)
 
 
-def run_configuration(config: SweepConfig, progress: ProgressReporter = SILENT) -> ConfigOutcome:
+def run_configuration(config: SweepConfig, *, progress: ProgressReporter = SILENT) -> ConfigOutcome:
     """Run what is missing of one configuration; errors are returned, not raised, so one bad
     configuration does not stop the others (the executor reports them at the end)."""
     started = time.perf_counter()
@@ -489,7 +489,7 @@ def _submitit_parameters(spec: SweepSpec, cluster: str, max_parallel: int) -> di
     return params
 
 
-def submitit_executor(spec: SweepSpec, cluster: str, folder: Path, *, max_parallel: int) -> Any:
+def submitit_executor(spec: SweepSpec, *, cluster: str, folder: Path, max_parallel: int) -> Any:
     """A submitit executor for `cluster` (slurm, local or debug) with the spec's resources."""
     import submitit
 
@@ -514,7 +514,7 @@ def _run_submitit(
     progress: ProgressReporter,
 ) -> tuple[list[ConfigOutcome], list[str]]:
     """Submit one job per configuration as an array; wait for them unless on Slurm without `wait`."""
-    executor = submitit_executor(spec, cluster, folder, max_parallel=max_parallel)
+    executor = submitit_executor(spec, cluster=cluster, folder=folder, max_parallel=max_parallel)
     with executor.batch():
         jobs = [executor.submit(run_configuration, config) for config in configs]
     job_ids = [str(job.job_id) for job in jobs]
