@@ -18,6 +18,9 @@ from .errors import DefdistillError
 class Normalize(nn.Module):
     """(x - mean) / std per channel; mean and std are saved with the weights."""
 
+    mean: torch.Tensor  # buffers: typed here, since register_buffer does not tell mypy
+    std: torch.Tensor
+
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))

@@ -1,43 +1,38 @@
-# Shared by the sweep scripts: option parsing, the defdistill executable, and idempotent steps.
-# Each step skips what is already finished (a run with meta.json; an attack with its records in
-# results/records/robustness/), so a sweep can be stopped and started again at any point.
+# Shared by the sweep scripts. Each script turns its options into YAML sweep specs (one per
+# dataset or seed; the format is defdistill/studies/sweep_spec.py), keeps each beside its results
+# (RESULTS_DIR/sweeps/NAME/spec.yaml) and runs `defdistill sweep` on it. The sweep alone decides
+# what is finished (a run made with the spec's seed and epochs; an attack recorded on the spec's
+# inputs with its seed and settings), so a stopped script is resumed by running it again.
+# --print-spec prints the specs (a YAML stream, one document each) and runs nothing.
 # shellcheck shell=bash
 
-# Work from the repository root, so runs/ and results/ land where the README says.
+# Work from the repository root: the specs' relative folders are taken from there.
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-if [[ -n "${DEFDISTILL:-}" ]]; then
-    :
-elif command -v defdistill >/dev/null 2>&1; then
-    DEFDISTILL="$(command -v defdistill)"
-elif [[ -x .venv/bin/defdistill ]]; then
-    DEFDISTILL="$PWD/.venv/bin/defdistill"
-else
-    echo "error: no defdistill on PATH and no .venv/bin/defdistill: run 'make install' first" >&2
-    exit 2
-fi
-# The Python that runs defdistill, to read its attack registry.
-PYTHON="$(dirname "$DEFDISTILL")/python"
-[[ -x "$PYTHON" ]] || PYTHON="python3"
-
-JOBS=1
-DEFAULT_EPS="0.05,0.1,0.2,0.3"  # defdistill attack's default budgets
+JOBS=""
 N_INPUTS=""
 EPOCHS=""
-RUNS_DIR="runs"
-RESULTS_DIR="results"
-DATA_DIR="data"
+RUNS_DIR="${RUNS_DIR:-runs}"
+RESULTS_DIR="${RESULTS_DIR:-results}"
+DATA_DIR="${DATA_DIR:-data}"
+PRINT_SPEC=""
 POSITIONAL=()
+SPECS=()  # the spec files written, in order
 
 sweep_usage() {
     cat >&2 <<USAGE
 usage: $0 $1
-  -j N             run N configurations at once (default 1)
+  -j N             run N configurations at once (the spec's max_parallel; default 1)
   -n N             attack the first N test inputs (default: all)
   --epochs E       training epochs (default: the dataset's recipe)
   --runs-dir D     (default runs)   --results-dir D (default results)   --data-dir D (default data)
+  --print-spec     print the sweep specs and run nothing
 USAGE
     exit 2
+}
+
+positive_int() {  # positive_int OPTION VALUE
+    [[ "$2" =~ ^[1-9][0-9]*$ ]] || { echo "error: $1 takes a positive integer, got $2" >&2; exit 2; }
 }
 
 # parse_sweep_args USAGE "$@": options into the globals above, the rest into POSITIONAL.
@@ -53,89 +48,102 @@ parse_sweep_args() {
             --runs-dir) RUNS_DIR="${2:?}"; shift 2 ;;
             --results-dir) RESULTS_DIR="${2:?}"; shift 2 ;;
             --data-dir) DATA_DIR="${2:?}"; shift 2 ;;
+            --print-spec) PRINT_SPEC=1; shift ;;
             -h|--help) sweep_usage "$usage" ;;
             -*) echo "error: unknown option $1" >&2; sweep_usage "$usage" ;;
             *) POSITIONAL+=("$1"); shift ;;
         esac
     done
-    [[ "$JOBS" =~ ^[1-9][0-9]*$ ]] || { echo "error: -j takes a positive integer, got $JOBS" >&2; exit 2; }
-    BOUNDED_ATTACKS="$(bounded_attacks)"
-    export DEFDISTILL RUNS_DIR RESULTS_DIR DATA_DIR N_INPUTS EPOCHS BOUNDED_ATTACKS DEFAULT_EPS
+    if [[ -n "$JOBS" ]]; then positive_int -j "$JOBS"; fi
+    if [[ -n "$N_INPUTS" ]]; then positive_int -n "$N_INPUTS"; fi
+    if [[ -n "$EPOCHS" ]]; then positive_int --epochs "$EPOCHS"; fi
+    return 0
 }
 
-# Every attack in the library's registry, comma-separated: new attacks join the sweeps by themselves.
-all_attacks() {
-    GIT_PYTHON_REFRESH=quiet "$PYTHON" -c 'from defdistill.evaluate.attacks import ATTACKS; print(",".join(ATTACKS))'
+# The defdistill executable: $DEFDISTILL, else PATH, else the repository's .venv.
+find_defdistill() {
+    if [[ -n "${DEFDISTILL:-}" ]]; then
+        echo "$DEFDISTILL"
+    elif command -v defdistill >/dev/null 2>&1; then
+        command -v defdistill
+    elif [[ -x .venv/bin/defdistill ]]; then
+        echo "$PWD/.venv/bin/defdistill"
+    else
+        echo "error: no defdistill on PATH and no .venv/bin/defdistill: run 'make install' first" >&2
+        return 2
+    fi
 }
 
-# The attacks of the registry that take an epsilon budget.
+# The attacks of the registry that take an epsilon budget, comma-separated (read from the Python
+# that runs defdistill, or $PYTHON): new attacks join the epsilon sweep by themselves.
 bounded_attacks() {
-    GIT_PYTHON_REFRESH=quiet "$PYTHON" -c \
+    local python="${PYTHON:-}"
+    if [[ -z "$python" ]]; then
+        python="$(dirname "$(find_defdistill)")/python"
+        [[ -x "$python" ]] || python="python3"
+    fi
+    GIT_PYTHON_REFRESH=quiet "$python" -c \
         'from defdistill.evaluate.attacks import ATTACKS; print(",".join(k for k, v in ATTACKS.items() if v.bounded))'
 }
 
-epochs_args() {
-    if [[ -n "$EPOCHS" ]]; then printf -- '--epochs\n%s\n' "$EPOCHS"; fi
+# yaml_list ITEM...: a YAML flow list from words and comma-separated lists ("1 2,5" -> [1, 2, 5]).
+yaml_list() {
+    local items=() out="" item
+    IFS=$' \t\n,' read -r -a items <<<"$*"
+    for item in "${items[@]}"; do out+="${out:+, }$item"; done
+    printf '[%s]' "$out"
 }
 
-# train_pair DATASET T: teacher-T<T>, then student-T<T> distilled from it (Papernot's defence).
-train_pair() {
-    local dataset="$1" T="$2"
-    local common=(--dataset "$dataset" --runs-dir "$RUNS_DIR" --data-dir "$DATA_DIR" --quiet)
-    local extra=()
-    mapfile -t extra < <(epochs_args)
-    if [[ -f "$RUNS_DIR/$dataset/teacher-T$T/meta.json" ]]; then
-        echo "skip: $dataset teacher-T$T is trained"
-    else
-        "$DEFDISTILL" train-teacher --T "$T" "${common[@]}" "${extra[@]}"
-    fi
-    if [[ -f "$RUNS_DIR/$dataset/student-T$T/meta.json" ]]; then
-        echo "skip: $dataset student-T$T is trained"
-    else
-        "$DEFDISTILL" distill --T "$T" --teacher "teacher-T$T" --results-dir "$RESULTS_DIR" "${common[@]}" "${extra[@]}"
-    fi
+# yaml_str TEXT: a single-quoted YAML scalar (a path may hold spaces or colons).
+yaml_str() {
+    printf "'%s'" "${1//\'/\'\'}"
 }
 
-# has_records DATASET MODEL ATTACK EPS...: the attack's row for every EPS is recorded
-# ("none" for an unbounded attack, as the record files name it).
-has_records() {
-    local dataset="$1" model="$2" attack="$3" eps
-    shift 3
-    for eps in "$@"; do
-        compgen -G "$RESULTS_DIR/records/robustness/${dataset}__${model}__${attack}__*__${eps}.json" >/dev/null ||
-            return 1
-    done
+# spec_header NAME DATASET [RUNS RESULTS]: the keys every script's spec shares (the options above).
+# The scripts write REPORT.md themselves, over every dataset, once their sweeps are done.
+spec_header() {
+    local name="$1" dataset="$2" runs="${3:-$RUNS_DIR}" results="${4:-$RESULTS_DIR}"
+    echo "name: $name"
+    echo "dataset: $dataset"
+    if [[ -n "$EPOCHS" ]]; then echo "epochs: $EPOCHS"; fi
+    if [[ -n "$JOBS" ]]; then echo "max_parallel: $JOBS"; fi
+    echo "runs_dir: $(yaml_str "$runs")"
+    echo "results_dir: $(yaml_str "$results")"
+    echo "data_dir: $(yaml_str "$DATA_DIR")"
+    echo "report: false"
 }
 
-# attack_missing DATASET MODEL ATTACKS [EPS]: run the attacks (comma-separated) that lack a
-# record for a budget of EPS (comma-separated, default DEFAULT_EPS).
-attack_missing() {
-    local dataset="$1" model="$2" attacks="$3" eps="${4:-$DEFAULT_EPS}"
-    local todo=() attack eps_list=() all=()
-    IFS=, read -r -a eps_list <<<"$eps"
-    IFS=, read -r -a all <<<"$attacks"
-    for attack in "${all[@]}"; do
-        if [[ ",$BOUNDED_ATTACKS," == *",$attack,"* ]]; then
-            has_records "$dataset" "$model" "$attack" "${eps_list[@]}" || todo+=("$attack")
-        else
-            has_records "$dataset" "$model" "$attack" none || todo+=("$attack")
-        fi
-    done
-    if [[ ${#todo[@]} -eq 0 ]]; then
-        echo "skip: $dataset $model is attacked"
+# attack_keys [DEFAULT]: n, and the attacks (ATTACKS=..., else DEFAULT, else the sweep's default list).
+attack_keys() {
+    if [[ -n "$N_INPUTS" ]]; then echo "n: $N_INPUTS"; fi
+    local attacks="${ATTACKS:-${1:-}}"
+    if [[ -n "$attacks" ]]; then echo "attacks: $(yaml_list "$attacks")"; fi
+    return 0
+}
+
+# add_spec NAME RESULTS < SPEC: print the spec (--print-spec), or write it to
+# RESULTS/sweeps/NAME/spec.yaml and queue it for run_specs.
+add_spec() {
+    local name="$1" results="$2" text file
+    text="$(cat)"
+    if [[ -n "$PRINT_SPEC" ]]; then
+        printf -- '---\n%s\n' "$text"
         return 0
     fi
-    local args=(--model "$model" --attacks "$(IFS=,; echo "${todo[*]}")" --dataset "$dataset"
-        --eps "$eps" --runs-dir "$RUNS_DIR" --results-dir "$RESULTS_DIR" --data-dir "$DATA_DIR" --quiet)
-    if [[ -n "$N_INPUTS" ]]; then args+=(--n "$N_INPUTS"); fi
-    "$DEFDISTILL" attack "${args[@]}"
+    file="$results/sweeps/$name/spec.yaml"
+    mkdir -p "$(dirname "$file")"
+    printf '# written by %s\n%s\n' "$(basename "$0")" "$text" >"$file"
+    SPECS+=("$file")
 }
 
-export -f train_pair has_records attack_missing epochs_args
-
-# run_parallel FUNCTION ARGS-PER-LINE...: one call of FUNCTION per line of standard input,
-# JOBS at a time; fails if any call failed.
-run_parallel() {
-    local fn="$1"
-    xargs -P "$JOBS" -L 1 bash -c "set -euo pipefail; $fn \"\$@\"" _
+# run_specs: `defdistill sweep` on every queued spec, in order (it stops at the first that fails).
+# With --print-spec the script ends here.
+run_specs() {
+    if [[ -n "$PRINT_SPEC" ]]; then exit 0; fi
+    DEFDISTILL="$(find_defdistill)"
+    local spec
+    for spec in "${SPECS[@]}"; do
+        echo "== defdistill sweep $spec"
+        "$DEFDISTILL" sweep "$spec"
+    done
 }

@@ -1,30 +1,25 @@
 #!/usr/bin/env bash
 # Papernot et al. (2016), Figure 5 and Table 4 style: for each distillation temperature T, a
-# teacher trained at T and a student distilled from it at T, then every registered attack
-# (FGSM, PGD, Carlini-Wagner, and whatever else the registry holds) on each of them; then the
-# tables and `defdistill report`. Safe to re-run: finished runs and attacks are skipped.
+# teacher trained at T and a student distilled from it at T, then every attack of the sweep's list
+# (FGSM, PGD and its margin and logits/T variants, APGD-CE/DLR/T, AutoAttack, noise, transfer from
+# surrogate-T1, Carlini-Wagner, HopSkipJump, JSMA-F/Z) on each; then `defdistill report`.
+# One spec, run by `defdistill sweep`: safe to re-run, finished runs and attacks are skipped.
 # Usage: experiments/temperature_sweep.sh DATASET [-j N] [-n N] [--epochs E] [--runs-dir D] ...
+# Environment: TEMPERATURES="1 100" (default 1 2 5 10 20 30 40 50 100), ATTACKS=fgsm,pgd.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-USAGE="DATASET [-j N] [-n N] [--epochs E] [--runs-dir D] [--results-dir D] [--data-dir D]"
+USAGE="DATASET [-j N] [-n N] [--epochs E] [--runs-dir D] [--results-dir D] [--data-dir D] [--print-spec]"
 parse_sweep_args "$USAGE" "$@"
 [[ ${#POSITIONAL[@]} -eq 1 ]] || sweep_usage "$USAGE"
 dataset="${POSITIONAL[0]}"
-temperatures=(${TEMPERATURES:-1 2 5 10 20 30 40 50 100})
-attacks="${ATTACKS:-$(all_attacks)}"
 started=$SECONDS
 
-echo "== $dataset: teachers and students at T = ${temperatures[*]} ($JOBS at a time)"
-for T in "${temperatures[@]}"; do echo "$dataset $T"; done | run_parallel train_pair
-
-# The transfer attack crafts on teacher-T1, so the attacks start once every model is trained.
-echo "== $dataset: attacks $attacks"
-for T in "${temperatures[@]}"; do
-    echo "$dataset teacher-T$T $attacks"
-    echo "$dataset student-T$T $attacks"
-done | run_parallel attack_missing
-
-"$DEFDISTILL" tables --results-dir "$RESULTS_DIR" --quiet
+add_spec "$dataset-temperature" "$RESULTS_DIR" < <(
+    spec_header "$dataset-temperature" "$dataset"
+    if [[ -n "${TEMPERATURES:-}" ]]; then echo "temperatures: $(yaml_list "$TEMPERATURES")"; fi
+    attack_keys
+)
+run_specs
 "$DEFDISTILL" report --results-dir "$RESULTS_DIR"
 echo "== $dataset temperature sweep done in $((SECONDS - started)) s"

@@ -1,4 +1,5 @@
-"""Shared fixtures: real digits models, trained once per test session.
+"""Shared fixtures and helpers: real digits models, trained once per test session, and the
+in-process CLI (`invoke`, `assert_one_line_error`; test modules import them from conftest).
 
 Training the three models of the study (teacher at T=1, teacher at T=100, student at T=100)
 takes a few seconds on 2 CPU cores; every test that needs a trained model reuses them and
@@ -12,10 +13,30 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner, Result
 
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 FIXTURE_EPOCHS = 15
+_runner = CliRunner()
+
+
+def invoke(*args: object) -> Result:
+    """Run `defdistill ARGS` in this process (paths and numbers given as they are)."""
+    from defdistill.cli import app
+
+    return _runner.invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result: Result, *fragments: str) -> str:
+    """The command failed with one line holding every fragment, and no traceback; that line."""
+    assert result.exit_code != 0, result.output
+    text = result.output.strip()
+    assert "Traceback" not in text
+    assert len(text.splitlines()) == 1, text
+    for fragment in fragments:
+        assert fragment in text, (fragment, text)
+    return text
 
 
 @dataclass(frozen=True)

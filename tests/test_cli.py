@@ -11,24 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
+from conftest import assert_one_line_error, invoke
 
 from defdistill.cli import app
-
-runner = CliRunner()
-
-
-def invoke(*args: str):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code != 0, result.output
-    text = result.output.strip()
-    assert "Traceback" not in text
-    assert len(text.splitlines()) == 1, text
-    for fragment in fragments:
-        assert fragment in text, (fragment, text)
 
 
 def test_train_teacher_command_writes_a_run_and_prints_a_summary(tmp_path):
@@ -119,7 +104,7 @@ def test_demo_command_runs_the_whole_pipeline_and_answers_on_one_screen(tmp_path
     assert lines[-1].startswith("demo on digits: 3 models")
     widths = [len(line.replace(str(tmp_path), "/tmp/x")) for line in lines]  # a path is never cut
     assert len(lines) <= 40 and max(widths) <= 100, result.stdout
-    for expected in ("Test accuracy", "Attack success at eps 0.2", "worst case", "cw (l2, unbounded)"):
+    for expected in ("Test accuracy", "Attack success at eps 0.1", "worst case", "cw (l2, unbounded)"):
         assert expected in result.stdout
     verdicts = [line for line in lines if "gradient masking" in line and line.startswith("  ")]
     assert [line.split(":")[0].strip() for line in verdicts] == ["teacher-T1", "teacher-T100", "student-T100"]

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import assert_one_line_error, invoke
 
 from defdistill.data.files import CIFAR_BATCHES, read_cifar_batch
 from defdistill.data.registry import fetch_dataset, load_dataset
@@ -218,16 +219,9 @@ def test_missing_files_offline_name_the_files_and_where_to_put_them(
 
 
 def test_missing_dataset_through_the_cli_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from defdistill.cli import app
-
-    result = CliRunner().invoke(
-        app, ["train-teacher", "--dataset", "mnist", "--data-dir", str(tmp_path), "--runs-dir", str(tmp_path)]
-    )
+    result = invoke("train-teacher", "--dataset", "mnist", "--data-dir", tmp_path, "--runs-dir", tmp_path)
     assert result.exit_code == 2
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and "train-images-idx3-ubyte" in lines[0] and "--download" in lines[0]
+    assert_one_line_error(result, "train-images-idx3-ubyte", "--download")
 
 
 def test_truncated_idx_file_is_reported_not_misread(tmp_path: Path) -> None:
@@ -290,21 +284,17 @@ def test_failed_download_is_one_line(tmp_path: Path, monkeypatch) -> None:
 @pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
 def test_papers_datasets_run_train_distill_attack_end_to_end(tmp_path: Path, dataset: str) -> None:
     import pandas as pd
-    from typer.testing import CliRunner
-
-    from defdistill.cli import app
 
     data = tmp_path / "data"
     write_mnist(data) if dataset == "mnist" else write_cifar10(data)
     common = ["--dataset", dataset, "--data-dir", str(data), "--runs-dir", str(tmp_path / "runs"), "--quiet"]
     results = ["--results-dir", str(tmp_path / "results")]
-    runner = CliRunner()
     for args in (
         ["train-teacher", "--T", "10", "--epochs", "1"],
         ["distill", "--T", "10", "--epochs", "1", *results],
         ["attack", "--model", "student-T10", "--attacks", "fgsm,cw", "--eps", "0.1", "--n", "3", *results],
     ):
-        outcome = runner.invoke(app, [*args, *common])
+        outcome = invoke(*args, *common)
         assert outcome.exit_code == 0, outcome.output
     import json
 

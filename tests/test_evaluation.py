@@ -10,9 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from typer.testing import CliRunner
+from conftest import assert_one_line_error, invoke
 
-from defdistill.cli import app
 from defdistill.data.registry import load_dataset
 from defdistill.errors import DefdistillError
 from defdistill.evaluate.attacks import AttackSettings, attack_model, run_attack
@@ -162,24 +161,21 @@ def test_diagnose_reuses_recorded_rows_and_cli_prints_the_verdict(trained_runs, 
     pgd_record = next((copy / "records" / "robustness").glob("digits__student-T100__pgd__linf__0.2*.json"))
     marked = json.loads(pgd_record.read_text()) | {"seconds": -1.0}  # a reused row keeps its mark
     pgd_record.write_text(json.dumps(marked))
-    result = CliRunner().invoke(
-        app,
-        [
-            "diagnose",
-            "--model",
-            "student-T100",
-            "--n",
-            str(N),
-            "--eps",
-            "0.1,0.2,0.3",
-            "--runs-dir",
-            str(trained_runs.runs_dir),
-            "--results-dir",
-            str(copy),
-            "--device",
-            "cpu",
-            "--quiet",
-        ],
+    result = invoke(
+        "diagnose",
+        "--model",
+        "student-T100",
+        "--n",
+        str(N),
+        "--eps",
+        "0.1,0.2,0.3",
+        "--runs-dir",
+        str(trained_runs.runs_dir),
+        "--results-dir",
+        str(copy),
+        "--device",
+        "cpu",
+        "--quiet",
     )
     assert result.exit_code == 0, result.output
     assert f"student-T100: {MASKING_VERDICT}" in result.output
@@ -339,7 +335,6 @@ def test_every_new_attack_runs_through_the_registry_and_keeps_per_input_results(
     ],
 )
 def test_bad_attack_options_are_one_line_before_any_model_is_loaded(args, fragment, tmp_path):
-    result = CliRunner().invoke(app, ["attack", *args, "--runs-dir", str(tmp_path / "no-runs")])
+    result = invoke("attack", *args, "--runs-dir", tmp_path / "no-runs")
     assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and fragment in lines[0], result.output
+    assert_one_line_error(result, fragment)

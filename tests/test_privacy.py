@@ -9,9 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from typer.testing import CliRunner
+from conftest import assert_one_line_error, invoke
 
-from defdistill.cli import app
 from defdistill.data.registry import load_dataset
 from defdistill.errors import DefdistillError
 from defdistill.models import predict_logits
@@ -168,12 +167,9 @@ def test_overfit_teacher_leaks_membership_to_the_loss_attack():
 
 def test_privacy_command_writes_the_table_the_runs_and_the_membership_lists(tmp_path):
     runs, results = tmp_path / "runs", tmp_path / "results"
-    result = CliRunner().invoke(
-        app,
-        [
-            "privacy", "--T", "1,10", "--shadow", "2", "--epochs", "1", "--device", "cpu", "--quiet",
-            "--runs-dir", str(runs), "--results-dir", str(results),
-        ],
+    result = invoke(
+        "privacy", "--T", "1,10", "--shadow", "2", "--epochs", "1", "--device", "cpu", "--quiet",
+        "--runs-dir", runs, "--results-dir", results,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     table = pd.read_csv(results / "privacy.csv")
@@ -220,9 +216,9 @@ def test_privacy_command_writes_the_table_the_runs_and_the_membership_lists(tmp_
 
 def test_privacy_command_rejects_bad_options_before_training(tmp_path):
     for bad in (["--shadow", "1"], ["--transfer-set", "imagenet"], ["--T", "0"]):
-        result = CliRunner().invoke(app, ["privacy", *bad, "--results-dir", str(tmp_path / "r"), "--quiet"])
+        result = invoke("privacy", *bad, "--results-dir", tmp_path / "r", "--quiet")
         assert result.exit_code == 2, (bad, result.output)
-        assert "Traceback" not in result.output
+        assert_one_line_error(result)
     assert not (tmp_path / "r").exists()
 
 
@@ -259,7 +255,7 @@ def test_noise_run_keeps_the_public_rows_one_teacher_row_and_the_control(tmp_pat
     common = ["--T", "1", "--shadow", "2", "--epochs", "1", "--device", "cpu", "--quiet",
               "--runs-dir", str(runs), "--results-dir", str(results)]  # fmt: skip
     for extra in (["--transfer-set", "public", "--control"], ["--transfer-set", "noise"]):
-        result = CliRunner().invoke(app, ["privacy", *extra, *common])
+        result = invoke("privacy", *extra, *common)
         assert result.exit_code == 0, result.output
     assert not legacy.exists()  # moved to the new key, then replaced by the run's row, not left beside it
     table = pd.read_csv(results / "privacy.csv", keep_default_na=False)

@@ -20,10 +20,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import assert_one_line_error, invoke
 from safetensors.torch import load_file, save_file
-from typer.testing import CliRunner
 
-from defdistill.cli import app
 from defdistill.core import fileio
 from defdistill.core.fileio import atomic_path, atomic_write_text, deferred_interrupts
 from defdistill.data.registry import load_dataset
@@ -35,22 +34,7 @@ from defdistill.train import loop as training
 from defdistill.train.distill import distill
 from defdistill.train.loop import train_teacher
 
-runner = CliRunner()
 TIMEOUT = 120  # seconds for any subprocess; a hang fails the test instead of blocking the suite
-
-
-def invoke(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code != 0, result.output
-    text = result.output.strip()
-    assert "Traceback" not in text
-    assert len(text.splitlines()) == 1, text
-    for fragment in fragments:
-        assert fragment in text, (fragment, text)
-    return text
 
 
 def temp_files(*roots: Path) -> list[Path]:
@@ -530,7 +514,7 @@ def test_every_bad_input_is_one_line_without_traceback(args, fragment, trained_r
 
 
 def test_debug_shows_the_traceback_of_a_user_error():
-    result = runner.invoke(app, ["--debug", "train-teacher", "--T", "0"])
+    result = invoke("--debug", "train-teacher", "--T", "0")
     assert isinstance(result.exception, DefdistillError)
     assert result.exc_info is not None and result.exc_info[2] is not None
 

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import invoke
 
 from defdistill.errors import DefdistillError
 from defdistill.evaluate.worst_case import record_worst_case
@@ -102,12 +103,8 @@ def test_report_without_results_names_the_script_to_run(tmp_path: Path) -> None:
 
 
 def test_report_command_prints_one_summary_line(tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from defdistill.cli import app
-
     fill_results(tmp_path)
-    result = CliRunner().invoke(app, ["report", "--results-dir", str(tmp_path)])
+    result = invoke("report", "--results-dir", tmp_path)
     assert result.exit_code == 0, result.output
     assert f"report: 3 plots -> {tmp_path / 'REPORT.md'}" in " ".join(result.output.split())
 

@@ -12,15 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FIXTURE_EPOCHS, TrainedRuns
+from conftest import FIXTURE_EPOCHS, TrainedRuns, assert_one_line_error, invoke
 from torch import nn
-from typer.testing import CliRunner
 
-from defdistill.cli import app
 from defdistill.errors import DefdistillError
 from defdistill.train.loop import Recipe, fit, resolve_amp, temperature_cross_entropy, train_teacher
 
-runner = CliRunner()
 CPU = torch.device("cpu")
 
 
@@ -223,7 +220,7 @@ def test_rerunning_a_sweep_skips_finished_configurations(local_sweep):
 def test_sweep_refuses_runs_trained_with_other_settings(local_sweep):
     root, _, _ = local_sweep
     spec = _write_spec(root / "other.yaml", root / "runs", root / "results-other", epochs=3)
-    done = runner.invoke(app, ["sweep", str(spec), "--quiet"])
+    done = invoke("sweep", spec, "--quiet")
     assert done.exit_code == 2  # found before anything runs
     assert "trained with epochs=15, the sweep asks for epochs=3" in done.output
 
@@ -232,28 +229,37 @@ def test_sweep_refuses_runs_trained_with_other_settings(local_sweep):
     ("text", "message"),
     [
         ("name: x\ntemperatures: [1, -5]\n", "temperatures must be a number or a list of numbers > 0"),
-        ("name: x\nattacks: [fgsm, jsma]\n", "unknown attacks jsma"),
+        ("name: x\nattacks: [fgsm, deepfool]\n", "unknown attacks deepfool"),
         ("name: x\ntemperature: [1]\n", "unknown key temperature"),
         ("name: x\nslurm: {partition: gpu, gpus: 2}\n", "unknown slurm key gpus"),
         ("name: x\neps: [0.1, 2]\n", "eps must be a number or a list of numbers in (0, 1]"),
         ("name: [x\n", "is not valid YAML at line"),
         ("- 1\n- 2\n", "a sweep spec is a YAML mapping"),
+        (
+            "name: x\ntemperatures: [1, 100]\nstudents: [5]\n",
+            "students lists T=5, which temperatures does not",
+        ),
+        ("name: x\nshadows: 4\n", "shadows does not apply to study: robustness"),
+        ("name: x\nstudy: privacy\nattacks: [fgsm]\n", "attacks does not apply to study: privacy"),
+        ("name: x\nstudy: privacy\nshadows: 1\n", "shadows must be 0 (no LiRA) or an integer >= 2"),
+        ("name: x\nvariants: [{name: a, method: dark}]\n", "unknown variants.a.method dark"),
+        ("name: x\nvariants: [{name: a}, {name: a}]\n", "variant names must differ"),
     ],
 )
 def test_bad_sweep_specs_are_one_line_errors(tmp_path: Path, text: str, message: str):
     spec = tmp_path / "bad.yaml"
     spec.write_text(text)
-    done = runner.invoke(app, ["sweep", str(spec)])
+    done = invoke("sweep", spec)
     assert done.exit_code == 2
-    assert message in done.output and "Traceback" not in done.output
-    assert len(done.output.strip().splitlines()) == 1
+    assert_one_line_error(done, message)
 
 
 def test_a_missing_spec_and_an_unknown_executor_are_one_line_errors(tmp_path: Path):
-    assert "no sweep spec at" in runner.invoke(app, ["sweep", str(tmp_path / "none.yaml")]).output
+    assert_one_line_error(invoke("sweep", tmp_path / "none.yaml"), "no sweep spec at")
     spec = _write_spec(tmp_path / "s.yaml", tmp_path / "runs", tmp_path / "results")
-    done = runner.invoke(app, ["sweep", str(spec), "--executor", "kubernetes"])
-    assert done.exit_code == 2 and "unknown executor 'kubernetes'" in done.output
+    done = invoke("sweep", spec, "--executor", "kubernetes")
+    assert done.exit_code == 2
+    assert_one_line_error(done, "unknown executor 'kubernetes'")
 
 
 @pytest.mark.parametrize("executor", ["submitit-debug", "submitit-local"])
@@ -269,10 +275,13 @@ def test_submitit_executors_run_the_same_spec(local_sweep, tmp_path: Path, execu
         ["fgsm on teacher-T1", "fgsm on student-T1"],
         ["fgsm on teacher-T100", "fgsm on student-T100"],
     ]
-    ours = (root / "results" / "robustness.csv").read_text().splitlines()
-    theirs = (tmp_path / "results" / "robustness.csv").read_text().splitlines()
-    strip = lambda lines: [line.rsplit(",", 1)[0] for line in lines]  # noqa: E731 (all but the seconds)
-    assert strip(theirs) == strip(ours)
+    import pandas as pd
+
+    ours, theirs = (
+        pd.read_csv(r / "robustness.csv").drop(columns="seconds")
+        for r in (root / "results", tmp_path / "results")
+    )
+    pd.testing.assert_frame_equal(theirs, ours)  # every column but the wall time
 
 
 def _fake_slurm(bin_dir: Path, captured: Path) -> None:
@@ -296,7 +305,7 @@ def test_slurm_executor_submits_an_array_job_that_a_node_runs(local_sweep, tmp_p
     captured = tmp_path / "submitted.sh"
     _fake_slurm(tmp_path / "bin", captured)
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
-    done = runner.invoke(app, ["sweep", str(spec), "--executor", "slurm"])
+    done = invoke("sweep", spec, "--executor", "slurm")
     assert done.exit_code == 0, done.output
     assert "submitted 2 configurations as Slurm job 4242" in done.output
     script = captured.read_text()
@@ -319,7 +328,7 @@ def test_slurm_executor_submits_an_array_job_that_a_node_runs(local_sweep, tmp_p
         node = [sys.executable, "-u", "-m", "submitit.core._submit", str(log_dir)]
         ran = subprocess.run(node, env=env, capture_output=True, text=True, timeout=240)
         assert ran.returncode == 0, ran.stderr[-2000:]
-    again = runner.invoke(app, ["sweep", str(spec), "--executor", "slurm"])
+    again = invoke("sweep", spec, "--executor", "slurm")
     assert again.exit_code == 0, again.output
     assert "0 configurations run, 2 already finished, 0 failed" in again.output
     assert (tmp_path / "results" / "robustness.csv").read_text().count("fgsm") == 4
@@ -328,9 +337,9 @@ def test_slurm_executor_submits_an_array_job_that_a_node_runs(local_sweep, tmp_p
 def test_slurm_without_srun_says_where_to_run(tmp_path: Path, monkeypatch):
     spec = _write_spec(tmp_path / "s.yaml", tmp_path / "runs", tmp_path / "results", temperatures=[5])
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    done = runner.invoke(app, ["sweep", str(spec), "--executor", "slurm"])
+    done = invoke("sweep", spec, "--executor", "slurm")
     assert done.exit_code == 2
-    assert "cannot submit to Slurm from this machine" in done.output
+    assert_one_line_error(done, "cannot submit to Slurm from this machine")
 
 
 def test_the_shipped_sweep_specs_are_valid():
@@ -365,3 +374,133 @@ def test_a_sweep_asking_for_another_n_measures_the_attacks_again(local_sweep, tm
         ["fgsm on teacher-T100", "fgsm on student-T100"],
     ]
     assert set(pd.read_csv(tmp_path / "results" / "robustness.csv")["n"]) == {50}
+
+
+def test_a_spec_without_eps_takes_the_datasets_grid_and_variants_name_their_runs():
+    from defdistill.data.registry import get_dataset_spec
+    from defdistill.studies.sweep import configurations, parse_spec
+
+    spec = parse_spec(
+        {
+            "name": "x",
+            "temperatures": [1, 100],
+            "students": [100],
+            "variants": [{"name": "ban", "generations": 2}],
+        }
+    )
+    one, hundred = configurations(spec)
+    assert one.eps == hundred.eps == get_dataset_spec("digits").eps_grid
+    assert one.models == ["teacher-T1"]
+    assert hundred.runs == [
+        ("teacher-T100", 0), ("student-T100", 0), ("student-T100-ban-gen1", 0), ("student-T100-ban-gen2", 1),
+    ]  # fmt: skip
+    privacy = configurations(
+        parse_spec({"name": "p", "study": "privacy", "transfer_sets": ["public", "noise"]})
+    )
+    assert [c.id for c in privacy] == ["digits-privacy-public", "digits-privacy-noise"]
+
+
+def test_the_sweeps_transfer_attack_crafts_on_a_surrogate_trained_with_the_next_seed(
+    local_sweep, tmp_path: Path
+):
+    from defdistill.studies.sweep import run_sweep
+
+    root, _, _ = local_sweep
+    shutil.copytree(root / "runs", tmp_path / "runs")
+    spec = _write_spec(
+        tmp_path / "t.yaml", tmp_path / "runs", tmp_path / "results", temperatures=[100], students=False,
+        attacks=["transfer"],
+    )  # fmt: skip
+    result = run_sweep(spec)
+    assert [o.done for o in result.outcomes] == [["train surrogate-T1", "transfer on teacher-T100"]]
+    meta = json.loads((tmp_path / "runs" / "digits" / "surrogate-T1" / "meta.json").read_text())
+    assert (meta["T"], meta["seed"], meta["epochs"]) == (1, 1, FIXTURE_EPOCHS)
+    (record,) = (tmp_path / "results" / "records" / "robustness").glob("*transfer*.json")
+    row = json.loads(record.read_text())
+    assert (row["surrogate"], row["surrogate_seed"]) == ("surrogate-T1", 1)
+    assert run_sweep(spec).already_done == ["digits-T100"]
+
+
+# --- the experiment scripts: thin wrappers that write sweep specs ----------------------------------
+
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+
+
+def _script_specs(script: str, *args: str, **env: str) -> list:
+    """The specs `experiments/SCRIPT ARGS --print-spec` prints, each validated by the sweep."""
+    import yaml
+
+    from defdistill.studies.sweep import parse_spec
+
+    clean = {
+        k: v for k, v in os.environ.items() if k not in {"RUNS_DIR", "RESULTS_DIR", "DATA_DIR", "ATTACKS"}
+    }
+    path = os.pathsep.join([str(EXPERIMENTS.parent), os.environ.get("PYTHONPATH", "")])
+    done = subprocess.run(
+        ["bash", str(EXPERIMENTS / script), *args, "--print-spec"],
+        env={**clean, "PYTHON": sys.executable, "PYTHONPATH": path, **env},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return [parse_spec(doc, path=Path(script)) for doc in yaml.safe_load_all(done.stdout)]
+
+
+def test_the_temperature_script_writes_one_spec_with_its_options():
+    from defdistill.data.registry import get_dataset_spec
+    from defdistill.studies.sweep import SWEEP_ATTACKS, configurations
+
+    (spec,) = _script_specs(
+        "temperature_sweep.sh", "digits", "-j", "2", "-n", "50", "--epochs", "3", "--runs-dir", "r x",
+        "--results-dir", "out", "--data-dir", "d",
+    )  # fmt: skip
+    assert (spec.name, spec.max_parallel, spec.n, spec.epochs) == ("digits-temperature", 2, 50, 3)
+    assert (spec.runs_dir, spec.results_dir, spec.data_dir, spec.report) == ("r x", "out", "d", False)
+    assert spec.attacks == SWEEP_ATTACKS and spec.temperatures == (1, 2, 5, 10, 20, 30, 40, 50, 100)
+    assert configurations(spec)[0].eps == get_dataset_spec("digits").eps_grid
+    (narrow,) = _script_specs("temperature_sweep.sh", "digits", TEMPERATURES="1 100", ATTACKS="fgsm,pgd")
+    assert (narrow.temperatures, narrow.attacks) == ((1, 100), ("fgsm", "pgd"))
+
+
+def test_the_eps_dataset_and_variants_scripts_write_specs_the_sweep_accepts():
+    from defdistill.evaluate.attacks import ATTACKS
+    from defdistill.studies.sweep import configurations
+
+    (eps,) = _script_specs("eps_sweep.sh", "digits", EPS="0.01,0.5")
+    assert (eps.temperatures, eps.students, eps.eps) == ((1, 100), (100,), (0.01, 0.5))
+    assert set(eps.attacks) == {name for name, spec in ATTACKS.items() if spec.bounded}
+    assert [c.models for c in configurations(eps)] == [["teacher-T1"], ["teacher-T100", "student-T100"]]
+    assert [s.dataset for s in _script_specs("dataset_sweep.sh", "digits", "mnist", "digits")] == [
+        "digits",
+        "mnist",
+    ]
+    (variants,) = _script_specs("variants.sh", "digits", "-n", "100", GENERATIONS="2")
+    models = configurations(variants)[1].models
+    assert models[:3] == ["teacher-T100", "student-T100", "student-T100-hinton"]
+    assert models[-3:] == ["student-T100-noise", "student-T100-ban-gen1", "student-T100-ban-gen2"]
+
+
+def test_the_privacy_script_writes_one_spec_per_seed():
+    specs = _script_specs(
+        "privacy_sweep.sh", "digits", "2", "--epochs", "5", "--runs-dir", "r", "--results-dir", "o"
+    )
+    assert [(s.study, s.seed, s.shadows, s.transfer_sets) for s in specs] == [
+        ("privacy", seed, 2, ("public", "noise")) for seed in (0, 1, 2)
+    ]
+    assert [(s.runs_dir, s.results_dir) for s in specs] == [("r", "o")] + [
+        (f"r/privacy-seed{seed}", f"o/privacy-seeds/seed{seed}") for seed in (1, 2)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["temperature_sweep.sh", "digits", "-j", "0"], "-j takes a positive integer, got 0"),
+        (["eps_sweep.sh", "digits", "--bogus"], "unknown option --bogus"),
+        (["privacy_sweep.sh", "digits", "-n", "10"], "-n does not apply to the privacy sweep"),
+    ],
+)
+def test_the_scripts_refuse_bad_options(args: list[str], message: str):
+    done = subprocess.run(
+        ["bash", str(EXPERIMENTS / args[0]), *args[1:]], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2 and message in done.stderr

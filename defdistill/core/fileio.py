@@ -57,7 +57,7 @@ def deferred_interrupts() -> Iterator[None]:
         for signum, handler in previous.items():
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
         if received:
-            handler = previous[received[0]]
+            handler = previous[signal.Signals(received[0])]
             if callable(handler):
                 handler(received[0], None)
             elif handler == signal.SIG_DFL:

@@ -24,7 +24,10 @@ class SilentProgress:
 
     @contextlib.contextmanager
     def task(self, description: str, total: int) -> Iterator[Callable[[int], None]]:
-        yield lambda steps=1: None
+        def advance(steps: int = 1) -> None:
+            pass
+
+        yield advance
 
 
 SILENT = SilentProgress()
@@ -59,4 +62,8 @@ class RichProgress:
             transient=True,
         ) as bar:
             task_id = bar.add_task(description, total=total)
-            yield lambda steps=1: bar.advance(task_id, steps)
+
+            def advance(steps: int = 1) -> None:
+                bar.advance(task_id, steps)
+
+            yield advance

@@ -97,13 +97,14 @@ def load_idx_split(
     if None in paths and download:
         _download_idx(torchvision_class, raw)
         paths = [_find_idx(raw, name) for name in names]
-    if None in paths:
+    found = [path for path in paths if path is not None]
+    if len(found) < len(names):
         missing = [name for name, path in zip(names, paths, strict=True) if path is None]
         raise DefdistillError(
             f"dataset {dataset!r} is not in {raw}: put {', '.join(IDX_FILES)} there (raw or .gz; "
             f"missing: {', '.join(missing)}), {DOWNLOAD_HINT}"
         )
-    image_path, label_path = paths
+    image_path, label_path = found
     images, labels = read_idx(image_path), read_idx(label_path)
     if images.ndim != 3 or images.shape[1:] != image_size:
         raise DefdistillError(

@@ -11,6 +11,7 @@ over the batch that the caller gives; the caller batches.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable
@@ -131,6 +132,78 @@ def _check(eps: float, norm: str, steps: int, restarts: int, rho: float) -> None
 # --- one run ------------------------------------------------------------------------------
 
 
+def _random_start(x: Tensor, eps: float, norm: str, generator: torch.Generator | None) -> Tensor:
+    """AutoAttack's random start: L-inf uniform in [-1, 1]^d rescaled to sup-norm eps; L2 a
+    Gaussian direction of length eps; then into [0, 1]."""
+    t = _random(x.shape, x, generator, gaussian=norm == "l2")
+    if norm == "linf":
+        t = 2 * t - 1
+    return torch.clamp(x + eps * _normalize(t, norm), 0.0, 1.0)
+
+
+def _momentum_step(
+    x: Tensor, x_adv: Tensor, x_prev: Tensor, grad: Tensor, step: Tensor, eps: float, norm: str, first: bool
+) -> Tensor:
+    """One APGD iterate: a gradient step of size `step` (the sign for L-inf, the normalised
+    gradient for L2), projected, then momentum 0.75 toward it (1.0 on the first step), projected."""
+    a = 1.0 if first else 0.75
+    direction = grad.sign() if norm == "linf" else _normalize(grad, "l2")
+    z = _project(x, x_adv + _bcast(step, x) * direction, eps, norm)
+    return _project(x, x_adv + a * (z - x_adv) + (1 - a) * (x_adv - x_prev), eps, norm)
+
+
+class _BestLoss:
+    """Per input, the point of highest loss so far and its gradient: where a step-size
+    reduction restarts from."""
+
+    def __init__(self, x: Tensor, grad: Tensor, loss: Tensor) -> None:
+        self.x, self.grad, self.loss = x.clone(), grad.clone(), loss.clone()
+
+    def update(self, x: Tensor, grad: Tensor, loss: Tensor) -> None:
+        improved = loss > self.loss
+        self.x = torch.where(_bcast(improved, x), x, self.x)
+        self.grad = torch.where(_bcast(improved, x), grad, self.grad)
+        self.loss = torch.where(improved, loss, self.loss)
+
+
+class _StepSize:
+    """APGD's step-size schedule: per-input steps from 2 eps, checked at checkpoints every k
+    iterations (k from 0.22 steps, shrinking by 0.03 steps to at least 0.06 steps). At a
+    checkpoint the step halves where the loss oscillated (it rose in at most rho * k of the
+    iterations) or stalled (no halving last time and no better best loss since)."""
+
+    def __init__(self, loss: Tensor, steps: int, eps: float, rho: float, dtype: torch.dtype) -> None:
+        n, device = loss.shape[0], loss.device
+        self.step = torch.full((n,), 2.0 * eps, dtype=dtype, device=device)  # the inputs' dtype
+        self.k = max(int(0.22 * steps), 1)
+        self.k_min = max(int(0.06 * steps), 1)
+        self.k_decr = max(int(0.03 * steps), 1)
+        self.rho = rho
+        self.counter = 0
+        self.n_increase = torch.zeros(n, dtype=torch.long, device=device)
+        self.loss_prev = loss.clone()
+        self.loss_best_last_check = loss.clone()
+        self.reduced_last_check = torch.ones(n, dtype=torch.bool, device=device)
+
+    def update(self, loss: Tensor, loss_best: Tensor) -> Tensor | None:
+        """Count the iteration; at a checkpoint, the inputs whose step was halved (else None)."""
+        self.n_increase += (loss > self.loss_prev).long()
+        self.loss_prev = loss
+        self.counter += 1
+        if self.counter != self.k:
+            return None
+        oscillating = self.n_increase <= self.k * self.rho
+        stalled = ~self.reduced_last_check & (self.loss_best_last_check >= loss_best)
+        reduce = oscillating | stalled
+        self.reduced_last_check = reduce
+        self.loss_best_last_check = loss_best.clone()
+        self.step = torch.where(reduce, self.step / 2.0, self.step)
+        self.k = max(self.k - self.k_decr, self.k_min)
+        self.counter = 0
+        self.n_increase.zero_()
+        return reduce
+
+
 def _single_run(
     forward: Forward,
     x: Tensor,
@@ -164,66 +237,23 @@ def _single_run(
             return pred == target
         return pred != y
 
-    # random start (AutoAttack: L-inf uniform in [-1, 1]^d rescaled to sup-norm eps; L2 a
-    # Gaussian direction of length eps), then into [0, 1]
-    t = _random(x.shape, x, generator, gaussian=norm == "l2")
-    if norm == "linf":
-        t = 2 * t - 1
-    x_adv = torch.clamp(x + eps * _normalize(t, norm), 0.0, 1.0)
-
+    x_adv = _random_start(x, eps, norm, generator)
     logits, loss_cur, grad = evaluate(x_adv)
-    success = succeeded(logits)
-    x_best_adv = x_adv.clone()
-    x_best, grad_best, loss_best = x_adv.clone(), grad.clone(), loss_cur.clone()
-
-    n = x.shape[0]
-    step = torch.full((n,), 2.0 * eps, dtype=x.dtype, device=x.device)
-    k = max(int(0.22 * steps), 1)
-    k_min = max(int(0.06 * steps), 1)
-    k_decr = max(int(0.03 * steps), 1)
-    counter = 0
-    n_increase = torch.zeros(n, dtype=torch.long, device=x.device)
-    loss_prev = loss_cur.clone()
-    loss_best_last_check = loss_best.clone()
-    reduced_last_check = torch.ones(n, dtype=torch.bool, device=x.device)
+    success, found = succeeded(logits), x_adv.clone()  # the last adversarial point of each input
+    best, schedule = _BestLoss(x_adv, grad, loss_cur), _StepSize(loss_cur, steps, eps, rho, x.dtype)
     x_prev = x_adv.clone()
-
     for i in range(steps):
-        # gradient step with momentum: 1.0 on the first step, 0.75 after
-        momentum = x_adv - x_prev
-        x_prev = x_adv
-        a = 0.75 if i > 0 else 1.0
-        direction = grad.sign() if norm == "linf" else _normalize(grad, "l2")
-        z = _project(x, x_adv + _bcast(step, x) * direction, eps, norm)
-        x_adv = _project(x, x_adv + a * (z - x_adv) + (1 - a) * momentum, eps, norm)
-
+        x_adv, x_prev = _momentum_step(x, x_adv, x_prev, grad, schedule.step, eps, norm, first=i == 0), x_adv
         logits, loss_cur, grad = evaluate(x_adv)
         hit = succeeded(logits)
-        x_best_adv = torch.where(_bcast(hit, x), x_adv, x_best_adv)
+        found = torch.where(_bcast(hit, x), x_adv, found)
         success = success | hit
-
-        n_increase += (loss_cur > loss_prev).long()
-        loss_prev = loss_cur
-        improved = loss_cur > loss_best
-        x_best = torch.where(_bcast(improved, x), x_adv, x_best)
-        grad_best = torch.where(_bcast(improved, x), grad, grad_best)
-        loss_best = torch.where(improved, loss_cur, loss_best)
-
-        counter += 1
-        if counter == k:
-            oscillating = n_increase <= k * rho
-            stalled = ~reduced_last_check & (loss_best_last_check >= loss_best)
-            reduce = oscillating | stalled
-            reduced_last_check = reduce
-            loss_best_last_check = loss_best.clone()
-            step = torch.where(reduce, step / 2.0, step)
-            x_adv = torch.where(_bcast(reduce, x), x_best, x_adv)
-            grad = torch.where(_bcast(reduce, x), grad_best, grad)
-            k = max(k - k_decr, k_min)
-            counter = 0
-            n_increase.zero_()
-
-    return x_best_adv, success
+        best.update(x_adv, grad, loss_cur)
+        reduce = schedule.update(loss_cur, best.loss)
+        if reduce is not None:  # halved steps restart from the best point
+            x_adv = torch.where(_bcast(reduce, x), best.x, x_adv)
+            grad = torch.where(_bcast(reduce, x), best.grad, grad)
+    return found, success
 
 
 def _clean_logits(forward: Forward, x: Tensor) -> Tensor:
@@ -283,26 +313,32 @@ def apgd_attack(
     adv = x.clone()
     pred = _clean_logits(forward, x).argmax(dim=1)
     active = pred != target if target is not None else pred == y
+    run = functools.partial(
+        _single_run, forward, eps=eps, norm=norm, loss=loss, steps=steps, rho=rho,
+        success_is_target=targeted, generator=generator,
+    )  # fmt: skip
+    _restarts(run, x, y, target, adv, active, restarts)
+    return adv
+
+
+def _restarts(
+    run: Callable[[Tensor, Tensor, Tensor | None], tuple[Tensor, Tensor]],
+    x: Tensor,
+    y: Tensor,
+    target: Tensor | None,
+    adv: Tensor,
+    active: Tensor,
+    restarts: int,
+) -> None:
+    """`restarts` runs, each on the inputs still `active` (unbroken); a broken input's point goes
+    into `adv` and it leaves `active` (both updated in place)."""
     for _ in range(restarts):
         idx = active.nonzero().squeeze(1)
         if idx.numel() == 0:
-            break
-        adv_cur, ok = _single_run(
-            forward,
-            x[idx],
-            y[idx],
-            None if target is None else target[idx],
-            eps=eps,
-            norm=norm,
-            loss=loss,
-            steps=steps,
-            rho=rho,
-            success_is_target=targeted,
-            generator=generator,
-        )
+            return
+        adv_cur, ok = run(x[idx], y[idx], None if target is None else target[idx])
         adv[idx[ok]] = adv_cur[ok]
         active[idx[ok]] = False
-    return adv
 
 
 def apgd_targeted(
@@ -352,26 +388,14 @@ def apgd_targeted(
 
     adv = x.clone()
     active = logits.argmax(dim=1) == y
+    run = functools.partial(
+        _single_run, forward, eps=eps, norm=norm, loss=loss, steps=steps, rho=rho, success_is_target=False,
+        generator=generator,
+    )  # fmt: skip
     for j in range(min(n_target_classes, n_classes - 1)):
-        for _ in range(restarts):
-            idx = active.nonzero().squeeze(1)
-            if idx.numel() == 0:
-                return adv
-            adv_cur, ok = _single_run(
-                forward,
-                x[idx],
-                y[idx],
-                order[idx, j],
-                eps=eps,
-                norm=norm,
-                loss=loss,
-                steps=steps,
-                rho=rho,
-                success_is_target=False,
-                generator=generator,
-            )
-            adv[idx[ok]] = adv_cur[ok]
-            active[idx[ok]] = False
+        if not active.any():
+            break
+        _restarts(run, x, y, order[:, j], adv, active, restarts)
     return adv
 
 

@@ -25,8 +25,9 @@ class HopSkipJump(fb.attacks.HopSkipJumpAttack):
     ) -> Any:
         x, restore_type = ep.astensor_(inputs)
         criterion_ = fb.attacks.base.get_criterion(criterion)
-        untargeted = isinstance(criterion_, fb.criteria.Misclassification)
-        if kwargs.get("starting_points") is not None or not untargeted:
+        if kwargs.get("starting_points") is not None or not isinstance(
+            criterion_, fb.criteria.Misclassification
+        ):  # a targeted criterion, or starts given: Foolbox's own run
             return super().run(model, inputs, criterion, early_stop=early_stop, **kwargs)
         is_adversarial = fb.attacks.base.get_is_adversarial(criterion_, model)
         init = self.init_attack or fb.attacks.LinearSearchBlendedUniformNoiseAttack(steps=50)

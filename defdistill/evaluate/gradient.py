@@ -8,7 +8,7 @@ import hashlib
 import os
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -16,6 +16,12 @@ import torch
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 import eagerpy as ep  # noqa: E402  (Foolbox's tensor layer)
 import foolbox as fb  # noqa: E402
+
+
+def _as_model(forward: Callable[[Any], Any]) -> fb.Model:
+    """A forward function where Foolbox's `get_loss_fn` wants a Model: the loss it builds only
+    calls it on the inputs, so wrapping the model's call (to keep or rescale its logits) is enough."""
+    return cast(fb.Model, forward)
 
 
 class FGSM(fb.attacks.FGSM):
@@ -34,7 +40,7 @@ class FGSM(fb.attacks.FGSM):
             self.clean_logits = logits.raw.detach()
             return logits
 
-        return super().get_loss_fn(keeping_logits, labels)
+        return super().get_loss_fn(_as_model(keeping_logits), labels)
 
 
 class MarginLinfPGD(fb.attacks.LinfPGD):
@@ -70,7 +76,7 @@ class TemperatureLinfPGD(fb.attacks.LinfPGD):
         def scaled(inputs: Any) -> Any:
             return model(inputs) / self.T
 
-        return super().get_loss_fn(scaled, labels)
+        return super().get_loss_fn(_as_model(scaled), labels)
 
 
 class TransferAttack(fb.attacks.base.FixedEpsilonAttack):

@@ -184,15 +184,7 @@ def jsma(
         >>> x_adv, ok, l0 = jsma(model, images, (labels + 1) % 10, variant="z")
     """
     v = _check_variant(variant)
-    if not 0.0 < gamma <= 1.0:
-        raise ValueError(f"gamma must be in (0, 1], got {gamma}")
-    if theta == 0:
-        raise ValueError("theta must be non-zero")
-    if x.ndim < 2:
-        raise ValueError(f"x must be batched (N, C, H, W), got shape {tuple(x.shape)}")
-    target = target.to(device=x.device, dtype=torch.long).reshape(-1)
-    if target.shape[0] != x.shape[0]:
-        raise ValueError(f"target has {target.shape[0]} entries for {x.shape[0]} inputs")
+    target = _check_jsma_inputs(x, target, gamma, theta)
     n, n_feat = x.shape[0], int(x[0].numel())
     max_iter = math.floor(gamma * n_feat / 2 + 1e-9)
     bs = batch_size if batch_size is not None else _default_batch_size(n_feat)
@@ -213,6 +205,20 @@ def jsma(
     success = torch.cat(oks)
     l0 = (x_adv != x.detach()).reshape(n, -1).sum(dim=1).to(x.dtype) / n_feat
     return x_adv, success, l0
+
+
+def _check_jsma_inputs(x: Tensor, target: Tensor, gamma: float, theta: float) -> Tensor:
+    """Check jsma's arguments; the targets as a flat int64 tensor on x's device."""
+    if not 0.0 < gamma <= 1.0:
+        raise ValueError(f"gamma must be in (0, 1], got {gamma}")
+    if theta == 0:
+        raise ValueError("theta must be non-zero")
+    if x.ndim < 2:
+        raise ValueError(f"x must be batched (N, C, H, W), got shape {tuple(x.shape)}")
+    target = target.to(device=x.device, dtype=torch.long).reshape(-1)
+    if target.shape[0] != x.shape[0]:
+        raise ValueError(f"target has {target.shape[0]} entries for {x.shape[0]} inputs")
+    return target
 
 
 @dataclass(frozen=True)
@@ -283,19 +289,7 @@ def jsma_all_targets(
         - output: :class:`JSMAResult` with per-pair fields of shape :math:`(N, K-1)` and
           per-input fields of shape :math:`(N)`.
     """
-    y = y.to(device=x.device, dtype=torch.long).reshape(-1)
-    if y.shape[0] != x.shape[0]:
-        raise ValueError(f"y has {y.shape[0]} entries for {x.shape[0]} inputs")
-    if num_classes is None:
-        if x.shape[0] == 0:
-            raise ValueError("num_classes is required for an empty batch")
-        with torch.no_grad():
-            num_classes = int(forward(x[:1]).shape[1])
-    k = num_classes
-    if k < 2:
-        raise ValueError(f"num_classes must be >= 2, got {k}")
-    if y.numel() and not bool(((y >= 0) & (y < k)).all()):
-        raise ValueError(f"labels must lie in [0, {k})")
+    y, k = _check_labels(forward, x, y, num_classes)
     n = x.shape[0]
     classes = torch.arange(k, device=x.device).expand(n, k)
     targets = classes[classes != y[:, None]].reshape(n, k - 1)
@@ -315,3 +309,23 @@ def jsma_all_targets(
         min_l0_fraction=min_l0,
         adversarials=x_adv.reshape(n, k - 1, *x.shape[1:]),
     )
+
+
+def _check_labels(
+    forward: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, num_classes: int | None
+) -> tuple[Tensor, int]:
+    """The labels as a flat int64 tensor on x's device, and the number of classes (from one
+    forward pass when not given)."""
+    y = y.to(device=x.device, dtype=torch.long).reshape(-1)
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(f"y has {y.shape[0]} entries for {x.shape[0]} inputs")
+    if num_classes is None:
+        if x.shape[0] == 0:
+            raise ValueError("num_classes is required for an empty batch")
+        with torch.no_grad():
+            num_classes = int(forward(x[:1]).shape[1])
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    if y.numel() and not bool(((y >= 0) & (y < num_classes)).all()):
+        raise ValueError(f"labels must lie in [0, {num_classes})")
+    return y, num_classes

@@ -13,13 +13,14 @@ from ..checks import check_eps, check_positive_int, check_seed, check_temperatur
 from ..core.fileio import ensure_writable_dir
 from ..core.progress import SILENT, ProgressReporter
 from ..core.runtime import resolve_device
+from ..core.workspace import Workspace
 from ..data.registry import get_dataset_spec
 from ..evaluate.attacks import AttackSettings, attack_model, check_attacks
 from ..evaluate.diagnose import Diagnosis, diagnose_model
 from ..store.runs import run_name
 from ..store.tables import rebuild_tables
 from ..train.distill import distill
-from ..train.loop import make_recipe, train_teacher
+from ..train.loop import RunResult, make_recipe, train_teacher
 
 
 @dataclass
@@ -34,8 +35,25 @@ class DemoReport:
     accuracy: dict[str, float] = field(default_factory=dict)  # run name -> test accuracy (full test split)
 
 
+@dataclass(frozen=True)
+class _Demo:
+    """The demo's checked inputs."""
+
+    dataset: str
+    T: float
+    attacks: list[str]
+    eps: list[float]
+    n: int | None
+    epochs: int | None
+    seed: int
+    settings: AttackSettings
+    workspace: Workspace
+    progress: ProgressReporter
+
+
 def run_demo(
     dataset: str = "digits",
+    *,
     T: float = 100.0,
     attacks: Sequence[str] = ("fgsm", "pgd", "pgd-margin", "cw"),
     eps: Sequence[float] | None = None,
@@ -51,44 +69,85 @@ def run_demo(
 ) -> DemoReport:
     """Teachers at T=1 and T, the student at T, every attack on every model, a gradient-masking
     diagnosis of each (which adds transfer and HopSkipJump rows), then the tables."""
+    workspace = Workspace(Path(runs_dir), Path(results_dir), Path(data_dir), device)
+    demo = _check_demo(dataset, T, attacks, eps, n, epochs, seed, settings, workspace, progress)
+    started = time.perf_counter()
+    trained, notes = _train(demo)
+    runs = [result.path for result in trained]
+    accuracy = {result.path.name: float(result.meta["clean_acc"]) for result in trained}
+    notes.extend(_attack(demo, runs))
+    diagnoses = [_diagnose(demo, path) for path in runs]
+    tables = rebuild_tables(workspace.results_dir)
+    return DemoReport(runs, tables, time.perf_counter() - started, notes, diagnoses, accuracy)
+
+
+def _check_demo(
+    dataset: str,
+    T: float,
+    attacks: Sequence[str],
+    eps: Sequence[float] | None,
+    n: int | None,
+    epochs: int | None,
+    seed: int,
+    settings: AttackSettings,
+    workspace: Workspace,
+    progress: ProgressReporter,
+) -> _Demo:
+    """Check every input before the first model trains, not minutes later at the attacks."""
     spec = get_dataset_spec(dataset)
     T = check_temperature(T)
-    attacks = check_attacks(attacks)
-    eps = check_eps(spec.eps_grid if eps is None else eps)
-    # Every input is checked before the first model trains, not minutes later at the attacks.
+    names = check_attacks(attacks)
+    budgets = check_eps(spec.eps_grid if eps is None else eps)
     if n is not None:
         check_positive_int(n, "--n")
     make_recipe(dataset, epochs)
     check_seed(seed)
-    resolve_device(device)
-    ensure_writable_dir(Path(runs_dir) / dataset, "--runs-dir")
-    ensure_writable_dir(results_dir, "--results-dir")
-    started = time.perf_counter()
-    common = dict(
-        dataset=dataset, seed=seed, runs_dir=runs_dir, data_dir=data_dir, device=device, progress=progress
-    )
-    trained = [train_teacher(T=1.0, epochs=epochs, **common)]
-    if T != 1.0:
-        trained.append(train_teacher(T=T, epochs=epochs, **common))
-    student = distill(T=T, teacher=run_name("teacher", T), epochs=epochs, results_dir=results_dir, **common)
+    resolve_device(workspace.device)
+    ensure_writable_dir(workspace.runs_dir / dataset, "--runs-dir")
+    ensure_writable_dir(workspace.results_dir, "--results-dir")
+    return _Demo(dataset, T, names, budgets, n, epochs, seed, settings, workspace, progress)
+
+
+def _train(demo: _Demo) -> tuple[list[RunResult], list[str]]:
+    """teacher-T1, teacher-T (unless T is 1) and student-T; the distillation's notes."""
+    w = demo.workspace
+
+    def teacher(T: float) -> RunResult:
+        return train_teacher(
+            demo.dataset, T=T, epochs=demo.epochs, seed=demo.seed, runs_dir=w.runs_dir,
+            data_dir=w.data_dir, device=w.device, progress=demo.progress,
+        )  # fmt: skip
+
+    trained = [teacher(1.0)]
+    if demo.T != 1.0:
+        trained.append(teacher(demo.T))
+    student = distill(
+        demo.dataset, T=demo.T, teacher=run_name("teacher", demo.T), epochs=demo.epochs, seed=demo.seed,
+        runs_dir=w.runs_dir, results_dir=w.results_dir, data_dir=w.data_dir, device=w.device,
+        progress=demo.progress,
+    )  # fmt: skip
     trained.append(student)
-    runs = [result.path for result in trained]
-    accuracy = {result.path.name: float(result.meta["clean_acc"]) for result in trained}
-    notes = list(student.notes)
+    return trained, list(student.notes)
+
+
+def _attack(demo: _Demo, runs: list[Path]) -> list[str]:
+    """Every attack on every run, recorded; the attacks' notes."""
+    w = demo.workspace
+    notes = []
     for path in runs:
         report = attack_model(
-            model=str(path),
-            attacks=attacks,
-            eps=eps,
-            n=n,
-            settings=settings,
-            results_dir=results_dir,
-            **common,
-        )
+            str(path), dataset=demo.dataset, attacks=demo.attacks, eps=demo.eps, n=demo.n, seed=demo.seed,
+            settings=demo.settings, runs_dir=w.runs_dir, results_dir=w.results_dir, data_dir=w.data_dir,
+            device=w.device, progress=demo.progress,
+        )  # fmt: skip
         notes.extend(report.notes)
-    diagnoses = [
-        diagnose_model(model=str(path), eps=eps, n=n, settings=settings, results_dir=results_dir, **common)
-        for path in runs
-    ]
-    tables = rebuild_tables(results_dir)
-    return DemoReport(runs, tables, time.perf_counter() - started, notes, diagnoses, accuracy)
+    return notes
+
+
+def _diagnose(demo: _Demo, path: Path) -> Diagnosis:
+    w = demo.workspace
+    return diagnose_model(
+        str(path), dataset=demo.dataset, eps=demo.eps, n=demo.n, seed=demo.seed, settings=demo.settings,
+        runs_dir=w.runs_dir, results_dir=w.results_dir, data_dir=w.data_dir, device=w.device,
+        progress=demo.progress,
+    )  # fmt: skip
