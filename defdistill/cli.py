@@ -853,7 +853,7 @@ def report_cmd(
     docs = (
         doc if doc is not None else [p for p in (Path("README.md"), Path("REPRODUCTION.md")) if p.is_file()]
     )
-    result = _call(write_report, results_dir, eps, runs_dir=runs_dir, docs=docs)
+    result = _call(write_report, results_dir, eps=eps, runs_dir=runs_dir, docs=docs)
     _notes(result.notes)
     changed = f"; rewrote {', '.join(str(p) for p in result.docs)}" if result.docs else ""
     out.print(f"report: {len(result.plots)} plots -> {result.report}{changed}", highlight=False)
