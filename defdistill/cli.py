@@ -6,9 +6,9 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -19,18 +19,22 @@ from .checks import check_positive_int
 from .errors import DefdistillError
 
 # Recent typer vendors click as typer._click and raises that copy's exceptions; older typer
-# (pyproject allows typer>=0.12) depends on click itself and raises click's.
-try:
+# (pyproject allows typer>=0.12) depends on click itself and raises click's. Type-checked
+# against the vendored copy.
+if TYPE_CHECKING:
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
-except ImportError:  # pragma: no cover - depends on the installed typer
-    from click.exceptions import ClickException
-
+else:
     try:
-        from click.exceptions import NoArgsIsHelpError
-    except ImportError:  # click < 8.2 prints the help and exits 0 itself
+        from typer._click.exceptions import ClickException, NoArgsIsHelpError
+    except ImportError:  # pragma: no cover - depends on the installed typer
+        from click.exceptions import ClickException
 
-        class NoArgsIsHelpError(ClickException):  # type: ignore[no-redef]
-            """Never raised by this click."""
+        try:
+            from click.exceptions import NoArgsIsHelpError
+        except ImportError:  # click < 8.2 prints the help and exits 0 itself
+
+            class NoArgsIsHelpError(ClickException):
+                """Never raised by this click."""
 
 
 INTERRUPTED = "interrupted: finished runs and tables are intact; nothing partial was written"
@@ -40,18 +44,41 @@ class _OneLineErrors(TyperGroup):
     """A usage error (bad option value, unknown command) is one line, like every other error;
     an interruption anywhere, even while the library is imported, is one line and exit 130."""
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **kwargs: Any,
+    ) -> Any:
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(
+                args,
+                prog_name,
+                complete_var,
+                standalone_mode=False,
+                windows_expand_args=windows_expand_args,
+                **kwargs,
+            )
         signal.signal(signal.SIGTERM, _interrupt)
         STATE["interrupt_reported"] = False
         try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
+            code = super().main(
+                args,
+                prog_name,
+                complete_var,
+                standalone_mode=False,
+                windows_expand_args=windows_expand_args,
+                **kwargs,
+            )
         except NoArgsIsHelpError as exc:
             exc.show()
             sys.exit(exc.exit_code)
         except ClickException as exc:
-            hint = f" (see {exc.ctx.command_path} --help)" if getattr(exc, "ctx", None) else ""
+            ctx = getattr(exc, "ctx", None)  # a UsageError's command context
+            hint = f" (see {ctx.command_path} --help)" if ctx else ""
             err.print(f"[bold red]error:[/] {escape(exc.format_message())}{escape(hint)}", soft_wrap=True)
             sys.exit(exc.exit_code)
         if code == 130 and not STATE["interrupt_reported"]:
@@ -970,4 +997,4 @@ def run() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run())
+    run()
