@@ -323,26 +323,11 @@ def train_teacher_cmd(
 
     _fetch(download, dataset, data_dir)
     result = _call(
-        train_teacher,
-        dataset=dataset,
-        T=T,
-        epochs=epochs,
-        seed=seed,
-        arch=arch,
-        runs_dir=runs_dir,
-        data_dir=data_dir,
-        device=device,
-        progress=_reporter(quiet),
-        resume=resume,
-        recipe=recipe,
-        amp=amp,
-        num_workers=num_workers,
-        adv=adv,
-        adv_eps=adv_eps,
-        adv_steps=adv_steps,
-        adv_step_size=adv_step_size,
+        train_teacher, dataset=dataset, T=T, epochs=epochs, seed=seed, arch=arch, runs_dir=runs_dir,
+        data_dir=data_dir, device=device, progress=_reporter(quiet), resume=resume, recipe=recipe, amp=amp,
+        num_workers=num_workers, adv=adv, adv_eps=adv_eps, adv_steps=adv_steps, adv_step_size=adv_step_size,
         beta=beta,
-    )
+    )  # fmt: skip
     if not _main_rank():
         return
     _notes(result.notes)
@@ -435,33 +420,13 @@ def distill_cmd(
 
     _fetch(download, dataset, data_dir)
     result = _call(
-        distill,
-        dataset=dataset,
-        T=T,
-        teacher=teacher,
-        alpha=alpha,
-        epochs=epochs,
-        seed=seed,
-        arch=student_arch,
-        runs_dir=runs_dir,
-        results_dir=results_dir,
-        data_dir=data_dir,
-        device=device,
-        progress=_reporter(quiet),
-        method=method,
-        name=name,
-        generations=generations,
-        transfer_set=transfer_set,
-        layer=layer,
-        feature_weight=feature_weight,
-        resume=resume,
-        recipe=recipe,
-        amp=amp,
-        num_workers=num_workers,
-        adv_eps=adv_eps,
-        adv_steps=adv_steps,
-        adv_step_size=adv_step_size,
-    )
+        distill, dataset=dataset, T=T, teacher=teacher, alpha=alpha, epochs=epochs, seed=seed,
+        arch=student_arch, runs_dir=runs_dir, results_dir=results_dir, data_dir=data_dir, device=device,
+        progress=_reporter(quiet), method=method, name=name, generations=generations,
+        transfer_set=transfer_set, layer=layer, feature_weight=feature_weight, resume=resume, recipe=recipe,
+        amp=amp, num_workers=num_workers,
+        adv_eps=adv_eps, adv_steps=adv_steps, adv_step_size=adv_step_size,
+    )  # fmt: skip
     if not _main_rank():
         return
     _notes(result.notes)
