@@ -6,9 +6,9 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -19,18 +19,22 @@ from .checks import check_positive_int
 from .errors import DefdistillError
 
 # Recent typer vendors click as typer._click and raises that copy's exceptions; older typer
-# (pyproject allows typer>=0.12) depends on click itself and raises click's.
-try:
+# (pyproject allows typer>=0.12) depends on click itself and raises click's. Type-checked
+# against the vendored copy.
+if TYPE_CHECKING:
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
-except ImportError:  # pragma: no cover - depends on the installed typer
-    from click.exceptions import ClickException
-
+else:
     try:
-        from click.exceptions import NoArgsIsHelpError
-    except ImportError:  # click < 8.2 prints the help and exits 0 itself
+        from typer._click.exceptions import ClickException, NoArgsIsHelpError
+    except ImportError:  # pragma: no cover - depends on the installed typer
+        from click.exceptions import ClickException
 
-        class NoArgsIsHelpError(ClickException):  # type: ignore[no-redef]
-            """Never raised by this click."""
+        try:
+            from click.exceptions import NoArgsIsHelpError
+        except ImportError:  # click < 8.2 prints the help and exits 0 itself
+
+            class NoArgsIsHelpError(ClickException):
+                """Never raised by this click."""
 
 
 INTERRUPTED = "interrupted: finished runs and tables are intact; nothing partial was written"
@@ -40,18 +44,41 @@ class _OneLineErrors(TyperGroup):
     """A usage error (bad option value, unknown command) is one line, like every other error;
     an interruption anywhere, even while the library is imported, is one line and exit 130."""
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **kwargs: Any,
+    ) -> Any:
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(
+                args,
+                prog_name,
+                complete_var,
+                standalone_mode=False,
+                windows_expand_args=windows_expand_args,
+                **kwargs,
+            )
         signal.signal(signal.SIGTERM, _interrupt)
         STATE["interrupt_reported"] = False
         try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
+            code = super().main(
+                args,
+                prog_name,
+                complete_var,
+                standalone_mode=False,
+                windows_expand_args=windows_expand_args,
+                **kwargs,
+            )
         except NoArgsIsHelpError as exc:
             exc.show()
             sys.exit(exc.exit_code)
         except ClickException as exc:
-            hint = f" (see {exc.ctx.command_path} --help)" if getattr(exc, "ctx", None) else ""
+            ctx = getattr(exc, "ctx", None)  # a UsageError's command context
+            hint = f" (see {ctx.command_path} --help)" if ctx else ""
             err.print(f"[bold red]error:[/] {escape(exc.format_message())}{escape(hint)}", soft_wrap=True)
             sys.exit(exc.exit_code)
         if code == 130 and not STATE["interrupt_reported"]:
@@ -296,26 +323,11 @@ def train_teacher_cmd(
 
     _fetch(download, dataset, data_dir)
     result = _call(
-        train_teacher,
-        dataset=dataset,
-        T=T,
-        epochs=epochs,
-        seed=seed,
-        arch=arch,
-        runs_dir=runs_dir,
-        data_dir=data_dir,
-        device=device,
-        progress=_reporter(quiet),
-        resume=resume,
-        recipe=recipe,
-        amp=amp,
-        num_workers=num_workers,
-        adv=adv,
-        adv_eps=adv_eps,
-        adv_steps=adv_steps,
-        adv_step_size=adv_step_size,
+        train_teacher, dataset=dataset, T=T, epochs=epochs, seed=seed, arch=arch, runs_dir=runs_dir,
+        data_dir=data_dir, device=device, progress=_reporter(quiet), resume=resume, recipe=recipe, amp=amp,
+        num_workers=num_workers, adv=adv, adv_eps=adv_eps, adv_steps=adv_steps, adv_step_size=adv_step_size,
         beta=beta,
-    )
+    )  # fmt: skip
     if not _main_rank():
         return
     _notes(result.notes)
@@ -408,33 +420,13 @@ def distill_cmd(
 
     _fetch(download, dataset, data_dir)
     result = _call(
-        distill,
-        dataset=dataset,
-        T=T,
-        teacher=teacher,
-        alpha=alpha,
-        epochs=epochs,
-        seed=seed,
-        arch=student_arch,
-        runs_dir=runs_dir,
-        results_dir=results_dir,
-        data_dir=data_dir,
-        device=device,
-        progress=_reporter(quiet),
-        method=method,
-        name=name,
-        generations=generations,
-        transfer_set=transfer_set,
-        layer=layer,
-        feature_weight=feature_weight,
-        resume=resume,
-        recipe=recipe,
-        amp=amp,
-        num_workers=num_workers,
-        adv_eps=adv_eps,
-        adv_steps=adv_steps,
-        adv_step_size=adv_step_size,
-    )
+        distill, dataset=dataset, T=T, teacher=teacher, alpha=alpha, epochs=epochs, seed=seed,
+        arch=student_arch, runs_dir=runs_dir, results_dir=results_dir, data_dir=data_dir, device=device,
+        progress=_reporter(quiet), method=method, name=name, generations=generations,
+        transfer_set=transfer_set, layer=layer, feature_weight=feature_weight, resume=resume, recipe=recipe,
+        amp=amp, num_workers=num_workers,
+        adv_eps=adv_eps, adv_steps=adv_steps, adv_step_size=adv_step_size,
+    )  # fmt: skip
     if not _main_rank():
         return
     _notes(result.notes)
@@ -853,7 +845,7 @@ def report_cmd(
     docs = (
         doc if doc is not None else [p for p in (Path("README.md"), Path("REPRODUCTION.md")) if p.is_file()]
     )
-    result = _call(write_report, results_dir, eps, runs_dir=runs_dir, docs=docs)
+    result = _call(write_report, results_dir, eps=eps, runs_dir=runs_dir, docs=docs)
     _notes(result.notes)
     changed = f"; rewrote {', '.join(str(p) for p in result.docs)}" if result.docs else ""
     out.print(f"report: {len(result.plots)} plots -> {result.report}{changed}", highlight=False)
@@ -970,4 +962,4 @@ def run() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run())
+    run()

@@ -511,28 +511,32 @@ def _extra_table(results_dir: Path, name: str) -> str | None:
     return "\n".join(body).strip() + "\n"
 
 
-def write_report(
-    results_dir: str | Path = "results",
-    eps: float = DEFAULT_REPORT_EPS,
-    datasets: list[str] | None = None,
-    runs_dir: str | Path | None = None,
-    docs: Sequence[str | Path] = (),
-) -> ReportResult:
-    """Plot every dataset in results_dir's records and write REPORT.md beside the plots.
+@dataclass(frozen=True)
+class _Records:
+    """The records a report draws from, and the datasets it covers."""
 
-    First the accuracy_gap rows get their cost against teacher-T1 (`refresh_accuracy_baselines`:
-    from `runs_dir` when given, else from the rows themselves). `docs` (README.md,
-    REPRODUCTION.md) have their generated blocks that name this results folder rewritten from
-    the tables (`defdistill.studies.claims`).
-    """
+    all_robustness: pd.DataFrame  # every robustness row, per-input results included
+    robustness: pd.DataFrame  # the sweep's rows (teacher-T<T>, student-T<T>)
+    all_gaps: pd.DataFrame
+    gaps: pd.DataFrame  # the sweep students' rows
+    privacy: pd.DataFrame
+    found: list[str]  # datasets with sweep rows
+    privacy_found: list[str]  # datasets with privacy rows
+
+
+def _check_report_inputs(results_dir: Path, eps: float) -> None:
     if not (isinstance(eps, (int, float)) and math.isfinite(eps) and 0 < eps <= 1):
         raise DefdistillError(f"--eps must lie in (0, 1], got {eps}")
-    results_dir = Path(results_dir)
     if not (results_dir / RECORDS_DIR).is_dir():
         raise DefdistillError(
             f"no results in {results_dir}: "
             "run experiments/temperature_sweep.sh digits (or defdistill demo) first"
         )
+
+
+def _load_records(results_dir: Path, runs_dir: str | Path | None, datasets: list[str] | None) -> _Records:
+    """Refresh the accuracy baselines and migrate old privacy keys, then read the records of
+    `datasets` (every dataset when None)."""
     refresh_accuracy_baselines(results_dir, runs_dir)
     for folder in [results_dir, *sorted((results_dir / PRIVACY_SEEDS_DIR).glob("*/"))]:
         migrate_privacy_records(folder)  # rows keyed before the transfer set was part of the key
@@ -553,8 +557,28 @@ def write_report(
             f"no sweep runs (teacher-T<T>, student-T<T>) in the tables of {results_dir}: "
             "run experiments/temperature_sweep.sh digits first"
         )
-    from .evaluate.attacks import ATTACKS
+    return _Records(all_robustness, robustness, all_gaps, gaps, privacy, found, privacy_found)
 
+
+def write_report(
+    results_dir: str | Path = "results",
+    *,
+    eps: float = DEFAULT_REPORT_EPS,
+    datasets: list[str] | None = None,
+    runs_dir: str | Path | None = None,
+    docs: Sequence[str | Path] = (),
+) -> ReportResult:
+    """Plot every dataset in results_dir's records and write REPORT.md beside the plots.
+
+    First the accuracy_gap rows get their cost against teacher-T1 (`refresh_accuracy_baselines`:
+    from `runs_dir` when given, else from the rows themselves). `docs` (README.md,
+    REPRODUCTION.md) have their generated blocks that name this results folder rewritten from
+    the tables (`defdistill.studies.claims`).
+    """
+    results_dir = Path(results_dir)
+    _check_report_inputs(results_dir, eps)
+    records = _load_records(results_dir, runs_dir, datasets)
+    found = records.found
     notes: list[str] = []
     plots: list[Path] = []
     lines = ["# Defensive distillation: report", ""]
@@ -568,102 +592,15 @@ def write_report(
             "",
         ]
     for dataset in found:
-        rows = robustness[robustness["dataset"] == dataset]
-        gap = gaps[gaps["dataset"] == dataset] if not gaps.empty else gaps
-        lines += [f"## {dataset}", ""]
-        if not rows.empty:
-            chosen = choose_eps(rows, eps)
-            if chosen is None:
-                chosen = eps
-            elif not math.isclose(chosen, eps):
-                notes.append(
-                    f"{dataset}: no rows at eps {eps:g}; success against T is plotted at eps {chosen:g}"
-                )
-            path = plot_success_vs_T(rows, dataset, chosen, results_dir / f"success_vs_T_{dataset}.png")
-            plots.append(path)
-            lines += [
-                f"### Attack success against T (eps = {chosen:g})",
-                "",
-                f"![success rate against T, {dataset}]({path.name})",
-                "",
-                to_markdown(success_table(rows, chosen)),
-            ]
-            bounded = [a for a in dict.fromkeys(rows["attack"]) if a in ATTACKS and ATTACKS[a].bounded]
-            if rows["eps"].notna().any() and bounded:
-                path = plot_robust_acc_vs_eps(
-                    rows, bounded, dataset, results_dir / f"robust_acc_vs_eps_{dataset}.png"
-                )
-                plots.append(path)
-                lines += [
-                    "### Robust accuracy against epsilon",
-                    "",
-                    f"![robust accuracy against eps, {dataset}]({path.name})",
-                    "",
-                ]
-            distances = distances_table(rows)
-            if distances is not None:
-                lines += [
-                    "### Minimal perturbations (unbounded attacks)",
-                    "",
-                    "Attacks that search for the smallest adversarial perturbation have no budget: their "
-                    "success at any distance says little, their distances say how far the model's decision "
-                    "lies (median and mean norm over the successful examples, in `norm`; Carlini and Wagner "
-                    "2017 tabulate the mean). The mean needs per-input distances in the records. Within each "
-                    "L-inf budget, such an attack enters the success table above only from per-input "
-                    "distances.",
-                    "",
-                    to_markdown(distances),
-                ]
-        if not gap.empty:
-            path = plot_accuracy_gap(gap, dataset, results_dir / f"accuracy_gap_{dataset}.png")
-            plots.append(path)
-            columns = [
-                "T",
-                "teacher",
-                "teacher_acc",
-                "student",
-                "student_acc",
-                "gap_pp",
-                "baseline_acc",
-                "cost_pp",
-            ]
-            shown = gap.reindex(columns=columns).sort_values("T").copy()
-            shown["T"] = [format_T(t) for t in shown["T"]]
-            lines += [
-                "### Accuracy gap and cost",
-                "",
-                "`gap_pp`: the student against its own teacher (trained at T); `cost_pp`: against the "
-                "undefended network teacher-T1 (`baseline_acc`), the comparison Papernot et al. make. "
-                "Percentage points on the whole test split.",
-                "",
-                f"![accuracy gap against T, {dataset}]({path.name})",
-                "",
-                to_markdown(shown),
-            ]
-        compression = read_records(results_dir, "compression")
-        variants = variants_table(
-            all_robustness, all_gaps, compression, dataset, choose_eps(all_robustness, eps) or eps
-        )
-        if variants is not None:
-            lines += [
-                "### Distillation variants (experiments/variants.sh)",
-                "",
-                "Every student at the temperatures the variants were trained at: method, size, accuracy, "
-                "and attack success at the budget (`_unbounded`: a minimal-perturbation attack's success at "
-                "any distance, beside its median distance). "
-                "Low FGSM/PGD success beside high CW success is the gradient masking of distillation, "
-                "not robustness. Sizes and CPU latency from [compression.md](compression.md).",
-                "",
-                to_markdown(variants),
-            ]
+        lines += _dataset_section(records, dataset, eps, results_dir, plots, notes)
     if found:
         lines += diagnosis_section(results_dir, found)
-    if not robustness.empty and found:
+    if not records.robustness.empty and found:
         seeds = seed_robustness(results_dir)
-        flags = per_input_worst_case(pd.concat([all_robustness, seeds], ignore_index=True))
+        flags = per_input_worst_case(pd.concat([records.all_robustness, seeds], ignore_index=True))
         lines += small_budget_section(flags[flags["dataset"].isin(found)])
-    if privacy_found:
-        lines += privacy_section(privacy, privacy_found, results_dir, plots, notes)
+    if records.privacy_found:
+        lines += privacy_section(records.privacy, records.privacy_found, results_dir, plots, notes)
     for name in EXTRA_TABLES:
         text = _extra_table(results_dir, name)
         if text is not None:
@@ -676,6 +613,108 @@ def write_report(
 
         result.docs = update_docs(docs, results_dir)
     return result
+
+
+def _dataset_section(
+    records: _Records, dataset: str, eps: float, results_dir: Path, plots: list[Path], notes: list[str]
+) -> list[str]:
+    """One dataset's section: attack success, accuracy gap, variants. Adds its plots and notes."""
+    rows = records.robustness[records.robustness["dataset"] == dataset]
+    gaps = records.gaps
+    gap = gaps[gaps["dataset"] == dataset] if not gaps.empty else gaps
+    lines = [f"## {dataset}", ""]
+    if not rows.empty:
+        lines += _attack_section(rows, dataset, eps, results_dir, plots, notes)
+    if not gap.empty:
+        lines += _gap_section(gap, dataset, results_dir, plots)
+    compression = read_records(results_dir, "compression")
+    all_robustness = records.all_robustness
+    variants = variants_table(
+        all_robustness, records.all_gaps, compression, dataset, choose_eps(all_robustness, eps) or eps
+    )
+    if variants is not None:
+        lines += [
+            "### Distillation variants (experiments/variants.sh)",
+            "",
+            "Every student at the temperatures the variants were trained at: method, size, accuracy, "
+            "and attack success at the budget (`_unbounded`: a minimal-perturbation attack's success at "
+            "any distance, beside its median distance). "
+            "Low FGSM/PGD success beside high CW success is the gradient masking of distillation, "
+            "not robustness. Sizes and CPU latency from [compression.md](compression.md).",
+            "",
+            to_markdown(variants),
+        ]
+    return lines
+
+
+def _attack_section(
+    rows: pd.DataFrame, dataset: str, eps: float, results_dir: Path, plots: list[Path], notes: list[str]
+) -> list[str]:
+    """Success against T at the report's budget (or the nearest recorded one), robust accuracy
+    against eps, and the minimal-perturbation attacks' distances."""
+    from .evaluate.attacks import ATTACKS
+
+    chosen = choose_eps(rows, eps)
+    if chosen is None:
+        chosen = eps
+    elif not math.isclose(chosen, eps):
+        notes.append(f"{dataset}: no rows at eps {eps:g}; success against T is plotted at eps {chosen:g}")
+    path = plot_success_vs_T(rows, dataset, chosen, results_dir / f"success_vs_T_{dataset}.png")
+    plots.append(path)
+    lines = [
+        f"### Attack success against T (eps = {chosen:g})",
+        "",
+        f"![success rate against T, {dataset}]({path.name})",
+        "",
+        to_markdown(success_table(rows, chosen)),
+    ]
+    bounded = [a for a in dict.fromkeys(rows["attack"]) if a in ATTACKS and ATTACKS[a].bounded]
+    if rows["eps"].notna().any() and bounded:
+        path = plot_robust_acc_vs_eps(
+            rows, bounded, dataset, results_dir / f"robust_acc_vs_eps_{dataset}.png"
+        )
+        plots.append(path)
+        lines += [
+            "### Robust accuracy against epsilon",
+            "",
+            f"![robust accuracy against eps, {dataset}]({path.name})",
+            "",
+        ]
+    distances = distances_table(rows)
+    if distances is not None:
+        lines += [
+            "### Minimal perturbations (unbounded attacks)",
+            "",
+            "Attacks that search for the smallest adversarial perturbation have no budget: their "
+            "success at any distance says little, their distances say how far the model's decision "
+            "lies (median and mean norm over the successful examples, in `norm`; Carlini and Wagner "
+            "2017 tabulate the mean). The mean needs per-input distances in the records. Within each "
+            "L-inf budget, such an attack enters the success table above only from per-input "
+            "distances.",
+            "",
+            to_markdown(distances),
+        ]
+    return lines
+
+
+def _gap_section(gap: pd.DataFrame, dataset: str, results_dir: Path, plots: list[Path]) -> list[str]:
+    """The students' accuracy gap to their teachers and cost against teacher-T1, plotted against T."""
+    path = plot_accuracy_gap(gap, dataset, results_dir / f"accuracy_gap_{dataset}.png")
+    plots.append(path)
+    columns = ["T", "teacher", "teacher_acc", "student", "student_acc", "gap_pp", "baseline_acc", "cost_pp"]
+    shown = gap.reindex(columns=columns).sort_values("T").copy()
+    shown["T"] = [format_T(t) for t in shown["T"]]
+    return [
+        "### Accuracy gap and cost",
+        "",
+        "`gap_pp`: the student against its own teacher (trained at T); `cost_pp`: against the "
+        "undefended network teacher-T1 (`baseline_acc`), the comparison Papernot et al. make. "
+        "Percentage points on the whole test split.",
+        "",
+        f"![accuracy gap against T, {dataset}]({path.name})",
+        "",
+        to_markdown(shown),
+    ]
 
 
 # --- minimal-perturbation attacks: distances, and success within a budget from per-input distances ---

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.fileio import atomic_write_text
+from ..core.stats import Differences
 from ..errors import DefdistillError
 from ..store.runs import format_T, run_name
 from ..store.tables import read_records, to_markdown
@@ -244,7 +245,7 @@ def privacy_results(results_dir: Path, dataset: str = "digits") -> str:
     return "\n".join(lines)
 
 
-def _verdict(d, what: str, adjusted: float) -> str:
+def _verdict(d: Differences, what: str, adjusted: float) -> str:
     """A sentence on per-seed differences, whichever way they come out; `adjusted` is the t-test's
     p-value after Holm's correction over the family of comparisons it belongs to."""
     if math.isnan(d.t_p_value):
@@ -266,7 +267,7 @@ def _verdict(d, what: str, adjusted: float) -> str:
     )
 
 
-def _family(comparisons: list[tuple[str, object]]) -> list[str]:
+def _family(comparisons: list[tuple[str, Differences]]) -> list[str]:
     """Bullets for a family of comparisons, their p-values Holm-adjusted together."""
     from ..report import holm
 

@@ -24,6 +24,7 @@ from ..checks import check_eps, check_positive_int, check_seed, check_temperatur
 from ..core.fileio import ensure_writable_dir
 from ..core.progress import SILENT, ProgressReporter
 from ..core.runtime import resolve_device
+from ..core.workspace import Workspace
 from ..data.registry import get_dataset_spec
 from ..errors import DefdistillError
 from ..evaluate.attacks import DEFAULT_EPS, AttackSettings, attack_model, check_attacks
@@ -218,16 +219,35 @@ def _reusable(path: Path, wanted: dict[str, Any]) -> bool:
         meta = read_meta(path)
     except DefdistillError:
         return False  # damaged: train it again
-    return all(
-        math.isclose(meta.get(k), v)
-        if isinstance(v, float) and isinstance(meta.get(k), (int, float))
-        else meta.get(k) == v
-        for k, v in wanted.items()
-    )
+    return all(_same(meta.get(k), v) for k, v in wanted.items())
+
+
+def _same(have: Any, want: Any) -> bool:
+    """A recorded setting equals the wanted one (floats up to rounding)."""
+    if isinstance(want, float) and isinstance(have, (int, float)):
+        return math.isclose(have, want)
+    return bool(have == want)
+
+
+@dataclass(frozen=True)
+class _Study:
+    """The defences study's checked inputs."""
+
+    dataset: str
+    epochs: int | None
+    n: int | None
+    eps: list[float]
+    attacks: list[str]
+    T: float
+    seed: int
+    settings: AttackSettings
+    workspace: Workspace
+    progress: ProgressReporter
 
 
 def run_defences(
     dataset: str = "digits",
+    *,
     epochs: int | None = None,
     n: int | None = None,
     eps: Sequence[float] = DEFAULT_EPS,
@@ -248,62 +268,122 @@ def run_defences(
     A finished run is reused when its dataset, seed, epochs (and budget, and teacher for a
     student) are the ones asked for; a student is retrained whenever its teacher was.
     """
+    workspace = Workspace(Path(runs_dir), Path(results_dir), Path(data_dir), device)
+    study = _check_study(dataset, epochs, n, eps, attacks, T, seed, settings, workspace, progress)
+    started = time.perf_counter()
+    runs, reused = _train_or_reuse(study)
+    notes: list[str] = []
+    for path in runs.values():
+        notes.extend(_attack(study, path))
+    diagnoses = [_diagnose(study, path) for path in runs.values()]
+    table = write_defences_table(workspace.results_dir, workspace.runs_dir, study.T)
+    return DefencesReport(runs, reused, table, time.perf_counter() - started, diagnoses, notes)
+
+
+def _check_study(
+    dataset: str,
+    epochs: int | None,
+    n: int | None,
+    eps: Sequence[float],
+    attacks: Sequence[str],
+    T: float,
+    seed: int,
+    settings: AttackSettings,
+    workspace: Workspace,
+    progress: ProgressReporter,
+) -> _Study:
+    """Check every input before the first model trains."""
     get_dataset_spec(dataset)
     T = check_temperature(T)
-    attacks = check_attacks(attacks)
-    eps = check_eps(eps)
+    names = check_attacks(attacks)
+    budgets = check_eps(eps)
     if n is not None:
         check_positive_int(n, "--n")
-    recipe = make_recipe(dataset, epochs)
+    make_recipe(dataset, epochs)
     check_seed(seed)
-    resolve_device(device)
+    resolve_device(workspace.device)
     if math.isclose(T, 1.0):
         raise DefdistillError(
             "defensive distillation needs T > 1 (the standard teacher is T=1): e.g. --T 100"
         )
-    ensure_writable_dir(Path(runs_dir) / dataset, "--runs-dir")
-    ensure_writable_dir(results_dir, "--results-dir")
-    budget = resolve_budget(dataset)
-    started = time.perf_counter()
-    common = dict(
-        dataset=dataset, seed=seed, epochs=epochs, runs_dir=runs_dir, data_dir=data_dir, device=device,
-        progress=progress,
+    ensure_writable_dir(workspace.runs_dir / dataset, "--runs-dir")
+    ensure_writable_dir(workspace.results_dir, "--results-dir")
+    return _Study(dataset, epochs, n, budgets, names, T, seed, settings, workspace, progress)
+
+
+def _teacher(study: _Study, *, T: float = 1.0, adv: str | None = None) -> RunResult:
+    """A teacher of the study, at temperature `T` or adversarially trained with `adv`."""
+    w = study.workspace
+    return train_teacher(
+        study.dataset, T=T, adv=adv, epochs=study.epochs, seed=study.seed, runs_dir=w.runs_dir,
+        data_dir=w.data_dir, device=w.device, progress=study.progress,
     )  # fmt: skip
-    base = {"dataset": dataset, "seed": seed, "epochs": recipe.epochs}
+
+
+def _student(
+    study: _Study, teacher: str | None, *, T: float | None = None, method: str | None = None
+) -> RunResult:
+    """A student of the study distilled from `teacher`, at temperature `T` or with `method`."""
+    w = study.workspace
+    return distill(
+        study.dataset, T=T, method=method, teacher=teacher, epochs=study.epochs, seed=study.seed,
+        runs_dir=w.runs_dir, results_dir=w.results_dir, data_dir=w.data_dir, device=w.device,
+        progress=study.progress,
+    )  # fmt: skip
+
+
+_Plan = tuple[dict[str, Any], Callable[[], RunResult]]  # the settings a reusable run has; how to train it
+
+
+def _plans(study: _Study, chosen: list[Defence]) -> dict[str, _Plan]:
+    """Per defence key: the recorded settings that make a finished run reusable, and its training."""
+    budget = resolve_budget(study.dataset)
+    base = {
+        "dataset": study.dataset,
+        "seed": study.seed,
+        "epochs": make_recipe(study.dataset, study.epochs).epochs,
+    }
     adv = {"adv_eps": budget[0], "adv_steps": budget[1], "adv_step_size": budget[2]}
-    chosen = defences(dataset, T)
     teacher_of = {d.key: d.teacher for d in chosen}
-    students = dict(results_dir=results_dir, **common)
-    plans: dict[str, tuple[dict[str, Any], Callable[[], RunResult]]] = {
-        "standard": (base, lambda: train_teacher(T=1.0, **common)),
-        "distillation-teacher": (base, lambda: train_teacher(T=T, **common)),
+    T = study.T
+    return {
+        "standard": (base, lambda: _teacher(study, T=1.0)),
+        "distillation-teacher": (base, lambda: _teacher(study, T=T)),
         "defensive-distillation": (
             {**base, "method": "soft"},
-            lambda: distill(T=T, teacher=teacher_of["defensive-distillation"], **students),
+            lambda: _student(study, teacher_of["defensive-distillation"], T=T),
         ),
-        "pgd-at": ({**base, **adv, "adv_method": "pgd"}, lambda: train_teacher(adv="pgd", **common)),
+        "pgd-at": ({**base, **adv, "adv_method": "pgd"}, lambda: _teacher(study, adv="pgd")),
         "trades": (
             {**base, **adv, "adv_method": "trades", "adv_beta": TRADES.beta},
-            lambda: train_teacher(adv="trades", **common),
+            lambda: _teacher(study, adv="trades"),
         ),
-        "ard": (
-            {**base, **adv, "method": "ard"},
-            lambda: distill(method="ard", teacher=teacher_of["ard"], **students),
-        ),
+        "ard": ({**base, **adv, "method": "ard"}, lambda: _student(study, teacher_of["ard"], method="ard")),
         "rslad": (
             {**base, **adv, "method": "rslad"},
-            lambda: distill(method="rslad", teacher=teacher_of["rslad"], **students),
+            lambda: _student(study, teacher_of["rslad"], method="rslad"),
         ),
     }
+
+
+def _train_or_reuse(study: _Study) -> tuple[dict[str, Path], list[str]]:
+    """The surrogate, then every defence's run, trained unless a finished one can be reused; the
+    run per defence key and the keys reused."""
+    w = study.workspace
+    chosen = defences(study.dataset, study.T)
+    plans = _plans(study, chosen)
+    surrogate = run_dir(w.runs_dir, study.dataset, SURROGATE_NAME)
+    if not _reusable(surrogate, {**plans["standard"][0], "seed": study.seed + 1}):
+        train_surrogate(
+            study.dataset, seed=study.seed, epochs=study.epochs, runs_dir=w.runs_dir, data_dir=w.data_dir,
+            device=w.device, progress=study.progress,
+        )  # fmt: skip
     runs: dict[str, Path] = {}
     reused: list[str] = []
     trained: set[str] = set()
-    surrogate = run_dir(runs_dir, dataset, SURROGATE_NAME)
-    if not _reusable(surrogate, {**base, "seed": seed + 1}):
-        train_surrogate(**common)
     for defence in chosen:
         wanted, train = plans[defence.key]
-        path = run_dir(runs_dir, dataset, defence.model)
+        path = run_dir(w.runs_dir, study.dataset, defence.model)
         fresh_teacher = defence.teacher is not None and defence.teacher in trained
         if not fresh_teacher and _reusable(
             path, {**wanted, **({"teacher": defence.teacher} if defence.teacher else {})}
@@ -313,14 +393,25 @@ def run_defences(
             path = train().path
             trained.add(defence.model)
         runs[defence.key] = path
+    return runs, reused
 
-    notes: list[str] = []
-    evaluation = dict(
-        dataset=dataset, eps=eps, n=n, seed=seed, settings=settings, runs_dir=runs_dir,
-        results_dir=results_dir, data_dir=data_dir, device=device, progress=progress,
+
+def _attack(study: _Study, path: Path) -> list[str]:
+    """The study's attacks on the run at `path`, recorded; their notes."""
+    w = study.workspace
+    report = attack_model(
+        str(path), dataset=study.dataset, attacks=study.attacks, eps=study.eps, n=study.n, seed=study.seed,
+        settings=study.settings, runs_dir=w.runs_dir, results_dir=w.results_dir, data_dir=w.data_dir,
+        device=w.device, progress=study.progress,
     )  # fmt: skip
-    for path in runs.values():
-        notes.extend(attack_model(model=str(path), attacks=attacks, **evaluation).notes)
-    diagnoses = [diagnose_model(model=str(path), **evaluation) for path in runs.values()]
-    table = write_defences_table(results_dir, runs_dir, T)
-    return DefencesReport(runs, reused, table, time.perf_counter() - started, diagnoses, notes)
+    return list(report.notes)
+
+
+def _diagnose(study: _Study, path: Path) -> Diagnosis:
+    """The gradient-masking diagnosis of the run at `path`, recorded."""
+    w = study.workspace
+    return diagnose_model(
+        str(path), dataset=study.dataset, eps=study.eps, n=study.n, seed=study.seed, settings=study.settings,
+        runs_dir=w.runs_dir, results_dir=w.results_dir, data_dir=w.data_dir, device=w.device,
+        progress=study.progress,
+    )  # fmt: skip

@@ -92,7 +92,8 @@ def _scores(values: Sequence[float] | np.ndarray | torch.Tensor, what: str) -> n
 
 
 def roc_curve(
-    member_scores: Sequence[float] | np.ndarray, nonmember_scores: Sequence[float] | np.ndarray
+    member_scores: Sequence[float] | np.ndarray | torch.Tensor,
+    nonmember_scores: Sequence[float] | np.ndarray | torch.Tensor,
 ) -> Roc:
     """Exact ROC: thresholds at every distinct score, members as positives.
 
@@ -437,8 +438,40 @@ class PrivacyReport:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _Study:
+    """The privacy study's checked inputs, its data and the membership split."""
+
+    setting: _Setting
+    temperatures: tuple[float, ...]
+    shadows: int
+    transfer_set: str
+    seed: int
+    control: bool
+    control_only: bool
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    split: MembershipSplit
+    x_targets: torch.Tensor  # the attacked examples: members, then non-members
+    y_targets: torch.Tensor
+
+    @property
+    def n(self) -> int:
+        """How many members (and as many non-members) are attacked."""
+        return len(self.split.members)
+
+    def transfer_inputs(self, public_indices: np.ndarray, noise_seed: int) -> torch.Tensor:
+        """A student's transfer set: the public examples given, or as many noise images."""
+        if self.transfer_set == "noise":
+            return noise_images(len(self.split.public), self.setting.spec.shape, noise_seed)
+        return self.x_train[public_indices]
+
+
 def run_privacy(
     dataset: str = "digits",
+    *,
     temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
     shadows: int = DEFAULT_SHADOWS,
     transfer_set: str = "public",
@@ -465,9 +498,41 @@ def run_privacy(
     LiRA shadows train on each B_k with labels). What the attacks score on it is the floor of a
     model without members. `control_only` trains the control alone (no teacher, no students).
     """
+    study = _prepare(
+        dataset, temperatures, shadows, transfer_set, epochs, seed, data_dir, device, progress, control,
+        control_only,
+    )  # fmt: skip
+    started = time.perf_counter()
+    trained = _train_targets(study)
+    shadow_phi, shadow_sets = _shadow_scores(study, trained)
+    membership = _membership(study, shadow_sets)
+    models, rows, curves = [], [], []
+    for t in trained:
+        model, model_rows, model_curves = _attack_and_save(study, t, shadow_phi[t.name], membership, runs_dir)
+        models.append(model)
+        rows.extend(model_rows)
+        curves.extend(model_curves)
+    figure = _record(results_dir, dataset, rows, curves)
+    return PrivacyReport(models, rows, figure, time.perf_counter() - started, _notes(study))
+
+
+def _prepare(
+    dataset: str,
+    temperatures: Sequence[float],
+    shadows: int,
+    transfer_set: str,
+    epochs: int | None,
+    seed: int,
+    data_dir: str | Path,
+    device: str,
+    progress: ProgressReporter,
+    control: bool,
+    control_only: bool,
+) -> _Study:
+    """Check the inputs, load the data and draw the membership split."""
     spec = get_dataset_spec(dataset)
     control = control or control_only
-    temperatures = () if control_only else check_temperatures(temperatures)
+    checked = () if control_only else tuple(check_temperatures(temperatures))
     shadows = check_shadows(shadows)
     if transfer_set not in TRANSFER_SETS:
         raise DefdistillError(
@@ -478,25 +543,28 @@ def run_privacy(
     )
     x_train, y_train = load_dataset(dataset, "train", data_dir)
     x_test, y_test = load_dataset(dataset, "test", data_dir)
-    started = time.perf_counter()
-
     split = make_split(y_train, len(y_test), seed)
     x_targets = torch.cat([x_train[split.members], x_test[split.nonmembers]])
     y_targets = torch.cat([y_train[split.members], y_test[split.nonmembers]])
-    n = len(split.members)
+    return _Study(
+        setting, checked, shadows, transfer_set, seed, control, control_only, x_train, y_train, x_test,
+        y_test, split, x_targets, y_targets,
+    )  # fmt: skip
 
-    def transfer_inputs(public_indices: np.ndarray, noise_seed: int) -> torch.Tensor:
-        if transfer_set == "noise":
-            return noise_images(len(split.public), spec.shape, noise_seed)
-        return x_train[public_indices]
 
-    # The targets: teacher on the private half; one student per T on the public half (or noise);
-    # the control on the public half with its labels.
+def _train_targets(study: _Study) -> list[_Trained]:
+    """The attacked models: the teacher on the private half, one student per T on the public
+    half (or noise), and the control on the public half with its labels."""
+    s, split, seed, dataset = study.setting, study.split, study.seed, study.setting.dataset
     trained: list[_Trained] = []
-    if not control_only:
+    if not study.control_only:
         t0 = time.perf_counter()
         teacher, losses = _train_private_teacher(
-            setting, x_train[split.private], y_train[split.private], seed, f"{dataset} {teacher_run_name()}"
+            s,
+            study.x_train[split.private],
+            study.y_train[split.private],
+            seed,
+            f"{dataset} {teacher_run_name()}",
         )
         trained.append(
             _Trained(
@@ -504,22 +572,22 @@ def run_privacy(
                 NO_TRANSFER_SET, f"private half ({len(split.private)} train examples)",
             )
         )  # fmt: skip
-        x_transfer = transfer_inputs(split.public, derived_seed(seed, 3))
-        for T in temperatures:
-            name = student_run_name(T, transfer_set)
+        x_transfer = study.transfer_inputs(split.public, derived_seed(seed, 3))
+        for T in study.temperatures:
+            name = student_run_name(T, study.transfer_set)
             t0 = time.perf_counter()
-            student, losses = _distil_student(setting, teacher, x_transfer, T, seed, f"{dataset} {name}")
+            student, losses = _distil_student(s, teacher, x_transfer, T, seed, f"{dataset} {name}")
             trained.append(
                 _Trained(
-                    name, "student", T, student, time.perf_counter() - t0, losses, transfer_set,
-                    f"{transfer_set} transfer set ({len(split.public)} inputs, "
+                    name, "student", T, student, time.perf_counter() - t0, losses, study.transfer_set,
+                    f"{study.transfer_set} transfer set ({len(split.public)} inputs, "
                     f"soft labels at T={format_T(T)})",
                 )
             )  # fmt: skip
-    if control:
+    if study.control:
         t0 = time.perf_counter()
         model, losses = _train_private_teacher(
-            setting, x_train[split.public], y_train[split.public], seed, f"{dataset} {CONTROL_NAME}"
+            s, study.x_train[split.public], study.y_train[split.public], seed, f"{dataset} {CONTROL_NAME}"
         )
         trained.append(
             _Trained(
@@ -527,124 +595,138 @@ def run_privacy(
                 f"public half with its true labels ({len(split.public)} train examples; no private example)",
             )
         )  # fmt: skip
+    return trained
 
-    # Shadow pipelines: phi of every target under each OUT model, per target model.
+
+def _phi(study: _Study, model: nn.Module) -> torch.Tensor:
+    """The logit-scaled confidence of `model` on every attacked example."""
+    return logit_confidence(predict_logits(model, study.x_targets, study.setting.device), study.y_targets)
+
+
+def _shadow_scores(
+    study: _Study, trained: list[_Trained]
+) -> tuple[dict[str, list[torch.Tensor]], list[dict[str, list[int]]]]:
+    """Shadow pipelines: phi of every attacked example under each OUT shadow model, per target
+    model; and each shadow's private and public halves."""
+    s, x_train, y_train, dataset = study.setting, study.x_train, study.y_train, study.setting.dataset
     shadow_phi: dict[str, list[torch.Tensor]] = {t.name: [] for t in trained}
     shadow_sets = []
-    for k in range(shadows):
-        a, b = shadow_halves(split.shadow_pool, y_train, seed, k)
+    for k in range(study.shadows):
+        a, b = shadow_halves(study.split.shadow_pool, y_train, study.seed, k)
         shadow_sets.append({"private": a.tolist(), "public": b.tolist()})
-        k_seed = derived_seed(seed, 4, k)
-        if not control_only:
-            shadow_teacher, _ = _train_private_teacher(
-                setting, x_train[a], y_train[a], k_seed, f"{dataset} shadow {k + 1}/{shadows} teacher"
-            )
-            target_logits = predict_logits(shadow_teacher, x_targets, setting.device)
-            shadow_phi[teacher_run_name()].append(logit_confidence(target_logits, y_targets))
-            shadow_transfer = transfer_inputs(b, derived_seed(seed, 5, k))
-            for T in temperatures:
+        k_seed = derived_seed(study.seed, 4, k)
+        shadow = f"{dataset} shadow {k + 1}/{study.shadows}"
+        if not study.control_only:
+            shadow_teacher, _ = _train_private_teacher(s, x_train[a], y_train[a], k_seed, f"{shadow} teacher")
+            shadow_phi[teacher_run_name()].append(_phi(study, shadow_teacher))
+            shadow_transfer = study.transfer_inputs(b, derived_seed(study.seed, 5, k))
+            for T in study.temperatures:
                 shadow_student, _ = _distil_student(
-                    setting,
-                    shadow_teacher,
-                    shadow_transfer,
-                    T,
-                    k_seed,
-                    f"{dataset} shadow {k + 1}/{shadows} student-T{format_T(T)}",
+                    s, shadow_teacher, shadow_transfer, T, k_seed, f"{shadow} student-T{format_T(T)}"
                 )
-                target_logits = predict_logits(shadow_student, x_targets, setting.device)
-                shadow_phi[student_run_name(T, transfer_set)].append(
-                    logit_confidence(target_logits, y_targets)
-                )
-        if control:
-            shadow_control, _ = _train_private_teacher(
-                setting, x_train[b], y_train[b], k_seed, f"{dataset} shadow {k + 1}/{shadows} control"
-            )
-            target_logits = predict_logits(shadow_control, x_targets, setting.device)
-            shadow_phi[CONTROL_NAME].append(logit_confidence(target_logits, y_targets))
+                shadow_phi[student_run_name(T, study.transfer_set)].append(_phi(study, shadow_student))
+        if study.control:
+            shadow_control, _ = _train_private_teacher(s, x_train[b], y_train[b], k_seed, f"{shadow} control")
+            shadow_phi[CONTROL_NAME].append(_phi(study, shadow_control))
+    return shadow_phi, shadow_sets
 
-    membership = {
-        "dataset": dataset,
-        "seed": seed,
-        "transfer_set": transfer_set,
+
+def _membership(study: _Study, shadow_sets: list[dict[str, list[int]]]) -> dict[str, Any]:
+    """membership.json: who was attacked, and on what each shadow trained."""
+    return {
+        "dataset": study.setting.dataset,
+        "seed": study.seed,
+        "transfer_set": study.transfer_set,
         "targets": "members: attacked private (teacher-training) examples; nonmembers: test examples; "
         "n_members == n_nonmembers == min(|private|, |test|)",
-        **split.to_json(),
-        "shadow_models": shadows,
+        **study.split.to_json(),
+        "shadow_models": study.shadows,
         "shadow_sets": shadow_sets,
     }
-    member = torch.zeros(len(y_targets), dtype=torch.bool)
-    member[:n] = True
-    models, rows, notes = [], [], []
-    curves: list[Roc] = []  # one per row
-    for t in trained:
-        test_acc = accuracy(t.model, x_test, y_test, setting.device)
-        logits = predict_logits(t.model, x_targets, setting.device)
-        scores = threshold_attack_scores(logits, y_targets)
-        phi = logit_confidence(logits, y_targets)
-        if shadows:
-            scores["lira"] = lira_offline_scores(phi, torch.stack(shadow_phi[t.name]))
-        rocs = {attack: roc_curve(s[member], s[~member]) for attack, s in scores.items()}
 
-        path = run_dir(runs_dir, dataset, t.name)
-        # finish_meta measures wall time from a start: the model's own training time, not the shadows'
-        started_at = time.perf_counter() - t.seconds
-        meta_role = "student" if t.role == "student" else "teacher"  # run folders know these two roles
-        meta = finish_meta(
-            base_meta(dataset, setting.arch, meta_role, t.T, seed, setting.recipe),
-            started_at,
-            t.losses,
-            test_acc,
-        )
-        meta.update(
-            study=STUDY,
-            privacy_role=t.role,
-            train_set=t.train_set,
-            teacher=teacher_run_name() if t.role == "student" else None,
-            teacher_T=1.0 if t.role == "student" else None,
-            membership=MEMBERSHIP_FILE,
-        )
-        atomic_write_json(path / MEMBERSHIP_FILE, membership)
-        if shadows:
-            atomic_write_json(
-                path / SHADOW_SCORES_FILE,
-                {
-                    "score": "logit-scaled confidence z_y - logsumexp_{i!=y} z_i under each OUT shadow model",
-                    "order": "members then nonmembers, as in membership.json",
-                    "target_phi": phi.tolist(),
-                    "shadow_phi": torch.stack(shadow_phi[t.name]).tolist(),
-                },
-            )
-        save_run(path, t.model.cpu(), meta)  # meta.json last: its presence marks a finished run
 
-        models.append(PrivacyModel(t.name, t.role, t.T, test_acc, path, rocs))
-        for attack, roc in rocs.items():
-            curves.append(roc)
-            rows.append(
-                {
-                    "dataset": dataset, "model": t.name, "role": t.role, "T": t.T, "attack": attack,
-                    **metrics_from_roc(roc), "test_acc": test_acc,
-                    "transfer_set": t.transfer_set, "shadows": shadows, "seed": seed,
-                    "epochs": setting.recipe.epochs,
-                }
-            )  # fmt: skip
+def _attack_and_save(
+    study: _Study,
+    t: _Trained,
+    shadow_phi: list[torch.Tensor],
+    membership: dict[str, Any],
+    runs_dir: str | Path,
+) -> tuple[PrivacyModel, list[dict[str, Any]], list[Roc]]:
+    """Every membership attack on one trained model, its run folder written; the model's
+    entry, its result rows and their ROC curves (one per row)."""
+    s, dataset = study.setting, study.setting.dataset
+    member = torch.zeros(len(study.y_targets), dtype=torch.bool)
+    member[: study.n] = True
+    test_acc = accuracy(t.model, study.x_test, study.y_test, s.device)
+    logits = predict_logits(t.model, study.x_targets, s.device)
+    scores = threshold_attack_scores(logits, study.y_targets)
+    phi = logit_confidence(logits, study.y_targets)
+    if study.shadows:
+        scores["lira"] = lira_offline_scores(phi, torch.stack(shadow_phi))
+    rocs = {attack: roc_curve(v[member], v[~member]) for attack, v in scores.items()}
+
+    path = run_dir(runs_dir, dataset, t.name)
+    # finish_meta measures wall time from a start: the model's own training time, not the shadows'
+    started_at = time.perf_counter() - t.seconds
+    meta_role = "student" if t.role == "student" else "teacher"  # run folders know these two roles
+    meta = finish_meta(
+        base_meta(dataset, s.arch, meta_role, t.T, study.seed, s.recipe), started_at, t.losses, test_acc
+    )
+    meta.update(
+        study=STUDY,
+        privacy_role=t.role,
+        train_set=t.train_set,
+        teacher=teacher_run_name() if t.role == "student" else None,
+        teacher_T=1.0 if t.role == "student" else None,
+        membership=MEMBERSHIP_FILE,
+    )
+    atomic_write_json(path / MEMBERSHIP_FILE, membership)
+    if study.shadows:
+        atomic_write_json(
+            path / SHADOW_SCORES_FILE,
+            {
+                "score": "logit-scaled confidence z_y - logsumexp_{i!=y} z_i under each OUT shadow model",
+                "order": "members then nonmembers, as in membership.json",
+                "target_phi": phi.tolist(),
+                "shadow_phi": torch.stack(shadow_phi).tolist(),
+            },
+        )
+    save_run(path, t.model.cpu(), meta)  # meta.json last: its presence marks a finished run
+    rows = [
+        {
+            "dataset": dataset, "model": t.name, "role": t.role, "T": t.T, "attack": attack,
+            **metrics_from_roc(roc), "test_acc": test_acc, "transfer_set": t.transfer_set,
+            "shadows": study.shadows, "seed": study.seed, "epochs": s.recipe.epochs,
+        }
+        for attack, roc in rocs.items()
+    ]  # fmt: skip
+    return PrivacyModel(t.name, t.role, t.T, test_acc, path, rocs), rows, list(rocs.values())
+
+
+def _record(results_dir: str | Path, dataset: str, rows: list[dict[str, Any]], curves: list[Roc]) -> Path:
+    """Record the rows and their curves; redraw the dataset's ROC figure; its path."""
     migrate_privacy_records(results_dir)  # older records move to the current key, then these replace them
     record_rows(results_dir, "privacy", rows)
     for row, roc in zip(rows, curves, strict=True):
         save_roc_record(results_dir, row, roc)
     # One figure per dataset, drawn from every stored curve: a noise run adds its students to
     # the public run's, and `defdistill report` redraws the same figure without retraining.
-    figure = plot_privacy_rocs(read_roc_records(results_dir, dataset), roc_figure_path(results_dir, dataset))
-    if n < len(split.private):
-        notes.append(
-            f"{n} of the {len(split.private)} private examples are attacked (balanced with the test split)"
-        )
+    return plot_privacy_rocs(read_roc_records(results_dir, dataset), roc_figure_path(results_dir, dataset))
+
+
+def _notes(study: _Study) -> list[str]:
+    """What the reader should know about the attacked set's size."""
+    n, private = study.n, len(study.split.private)
+    notes = []
+    if n < private:
+        notes.append(f"{n} of the {private} private examples are attacked (balanced with the test split)")
     notes.append(
         f"with {n} non-members, TPR at 1% FPR allows {math.floor(n * 0.01 + 1e-9)} false positives and "
         f"TPR at 0.1% FPR {math.floor(n * 0.001 + 1e-9)} (the largest achievable FPR <= the target)"
     )
-    if not shadows:
+    if not study.shadows:
         notes.append("--shadow 0: LiRA skipped")
-    return PrivacyReport(models, rows, figure, time.perf_counter() - started, notes)
+    return notes
 
 
 # --- stored ROC curves and the figure ---------------------------------------------------------

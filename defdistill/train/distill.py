@@ -308,7 +308,7 @@ def robust_objective(
 ) -> Objective | None:
     """A robust method's objective at its budget (defaults: loop.resolve_budget); None for the
     others, which take no budget."""
-    if not spec.robust:
+    if spec.objective is None:  # not a robust method
         if any(v is not None for v in (eps, steps, step_size)):
             raise DefdistillError(
                 f"--adv-eps, --adv-steps and --adv-step-size apply to --method ard or rslad, not {spec.name}"
@@ -333,31 +333,131 @@ def robust_objective(
     return spec.objective(*budget, T=T, alpha=alpha) if spec.uses_alpha else spec.objective(*budget)
 
 
+def _build_student(plan: _Plan, arch: str, device: torch.device) -> nn.Module:
+    """A fresh student of `arch` for the dataset's inputs, on `device`."""
+    spec = get_dataset_spec(plan.dataset)
+    try:
+        return build_model(arch, spec.shape, spec.num_classes, spec.mean, spec.std).to(device)
+    except RuntimeError as exc:
+        raise DefdistillError(
+            f"architecture {arch!r} does not fit {plan.dataset!r} inputs of shape {spec.shape} ({exc}): "
+            "pick another --student-arch (see `defdistill archs`)"
+        ) from None
+
+
+@dataclass(frozen=True)
+class _FeatureTerm:
+    """A feature method's term and the layers it hooks in the student and the teacher."""
+
+    loss: nn.Module
+    student_layer: str
+    teacher_layer: str
+
+
+def _feature_term(plan: _Plan, student: nn.Module, teacher: nn.Module) -> _FeatureTerm | None:
+    """The feature term of a feature method (None for the others), built for the shapes of the
+    hooked layer's outputs in both networks."""
+    build = plan.method.build
+    if build is None:
+        return None
+    layer = plan.layer or plan.method.layer
+    if layer is None:
+        raise DefdistillError(f"--method {plan.method.name} hooks a layer of both networks: pass --layer")
+    shape = get_dataset_spec(plan.dataset).shape
+    student_layer, teacher_layer = resolve_layer(student, layer), resolve_layer(teacher, layer)
+    s_shape = _probe_shapes(student, student_layer, shape)
+    t_shape = _probe_shapes(teacher, teacher_layer, shape)
+    if plan.method.needs_spatial and (len(s_shape) != 3 or len(t_shape) != 3):
+        raise DefdistillError(
+            f"--method {plan.method.name} needs spatial feature maps, but layer {layer!r} gives "
+            f"{s_shape} in the student and {t_shape} in the teacher: use a convolutional "
+            "student, or --layer naming a convolutional layer of both"
+        )
+    return _FeatureTerm(build(s_shape, t_shape), student_layer, teacher_layer)
+
+
+def _batch_targets(
+    plan: _Plan,
+    teacher: _Teacher,
+    x_transfer: torch.Tensor,
+    term: _FeatureTerm | None,
+    device: torch.device,
+) -> tuple[dict[str, torch.Tensor] | torch.Tensor, bool]:
+    """What `fit` slices per batch: the teacher's logits (and hooked features) on the transfer
+    set, or for a robust objective its clean logits alone; whether they came from the cache."""
+    layers = [term.teacher_layer] if term else []
+    outputs, from_cache = main_first(  # rank 0 writes the cache the other ranks then read
+        lambda: teacher_outputs(
+            teacher.model, teacher.path, teacher.meta, plan.transfer_set, x_transfer, layers, device
+        )
+    )
+    if plan.objective is not None:  # the robust objectives take the teacher's clean logits
+        return outputs["logits"], from_cache
+    targets = {"logits": outputs["logits"]}
+    if term:
+        targets["features"] = outputs[FEATURE_PREFIX + term.teacher_layer]
+    return targets, from_cache
+
+
+def _student_meta(
+    plan: _Plan,
+    teacher: _Teacher,
+    student: nn.Module,
+    term: _FeatureTerm | None,
+    generation: int,
+) -> dict[str, Any]:
+    """What a student's sidecar records besides the common fields: its teacher and method."""
+    return dict(
+        teacher=teacher.path.name,
+        teacher_T=teacher.meta["T"],
+        teacher_acc=teacher.meta["clean_acc"],
+        teacher_arch=teacher.meta["arch"],
+        teacher_params=count_parameters(teacher.model),
+        params=count_parameters(student),
+        method=plan.method.name,
+        method_citation=plan.method.citation,
+        alpha=plan.alpha if plan.method.uses_alpha else None,
+        feature_layer=term.student_layer if term else None,
+        teacher_feature_layer=term.teacher_layer if term else None,
+        feature_weight=plan.weight if plan.method.uses_features else None,
+        regressor_params=count_parameters(term.loss) if term else 0,
+        transfer_set=plan.transfer_set,
+        generation=generation,
+        generations=plan.generations,
+    )
+
+
+@dataclass(frozen=True)
+class _Teacher:
+    """The run a generation distils: its folder, network and sidecar."""
+
+    path: Path
+    model: nn.Module
+    meta: dict[str, Any]
+
+
 def _distill_generation(
     plan: _Plan,
-    teacher_path: Path,
-    teacher_model: nn.Module,
-    teacher_meta: dict[str, Any],
+    teacher: _Teacher,
     name: str,
     generation: int,
     seed: int,
-    x_transfer: torch.Tensor,
-    y_transfer: torch.Tensor,
-    x_test: torch.Tensor,
-    y_test: torch.Tensor,
+    transfer: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
     notes: list[str],
     results_dir: str | Path,
     runs_dir: str | Path,
     device: torch.device,
     progress: ProgressReporter,
 ) -> RunResult:
-    spec = get_dataset_spec(plan.dataset)
-    arch = plan.arch or teacher_meta["arch"]
+    """One student `name` distilled from `teacher` on the `transfer` set, tested on `test`,
+    saved and recorded."""
+    arch = plan.arch or teacher.meta["arch"]
     path = run_dir(runs_dir, plan.dataset, name)
     adv_meta = objective_meta(plan.objective) if plan.objective is not None else {}
     checkpoint, resume_notes = training_checkpoint(
         path, "student", plan.dataset, arch, plan.T, seed, plan.recipe, plan.resume,
-        teacher_sha256=teacher_meta["weights_sha256"], method=plan.method.name, alpha=plan.alpha,
+        teacher_sha256=teacher.meta["weights_sha256"], method=plan.method.name, alpha=plan.alpha,
         layer=plan.layer, feature_weight=plan.weight, transfer_set=plan.transfer_set, generation=generation,
         **execution_settings(plan.amp, current_world()), **adv_meta,
     )  # fmt: skip
@@ -365,80 +465,35 @@ def _distill_generation(
     started = time.perf_counter()
     init_seed = derive_seed(seed, "student", plan.T)
     seed_everything(init_seed)
-    try:
-        student = build_model(arch, spec.shape, spec.num_classes, spec.mean, spec.std).to(device)
-    except RuntimeError as exc:
-        raise DefdistillError(
-            f"architecture {arch!r} does not fit {plan.dataset!r} inputs of shape {spec.shape} ({exc}): "
-            "pick another --student-arch (see `defdistill archs`)"
-        ) from None
+    student = _build_student(plan, arch, device)
     if not (plan.resume and checkpoint.exists()):  # the teacher's warm start, when the recipe has one
         warm_start(
             student, plan.dataset, plan.data_dir, plan.recipe, device, init_seed, progress,
             f"{name} warm start", plan.amp, plan.num_workers,
         )  # fmt: skip
-
-    feature_loss, student_layer, teacher_layer = None, None, None
-    if plan.method.uses_features:
-        layer = plan.layer or plan.method.layer
-        student_layer, teacher_layer = resolve_layer(student, layer), resolve_layer(teacher_model, layer)
-        s_shape = _probe_shapes(student, student_layer, spec.shape)
-        t_shape = _probe_shapes(teacher_model, teacher_layer, spec.shape)
-        if plan.method.needs_spatial and (len(s_shape) != 3 or len(t_shape) != 3):
-            raise DefdistillError(
-                f"--method {plan.method.name} needs spatial feature maps, but layer {layer!r} gives "
-                f"{s_shape} in the student and {t_shape} in the teacher: use a convolutional "
-                "student, or --layer naming a convolutional layer of both"
-            )
-        feature_loss = plan.method.build(s_shape, t_shape)
-
-    targets, from_cache = main_first(  # rank 0 writes the cache the other ranks then read
-        lambda: teacher_outputs(
-            teacher_model, teacher_path, teacher_meta, plan.transfer_set, x_transfer,
-            [teacher_layer] if teacher_layer else [], device,
-        )
-    )  # fmt: skip
-    batch_targets: dict[str, torch.Tensor] | torch.Tensor = {"logits": targets["logits"]}
-    if teacher_layer:
-        batch_targets["features"] = targets[FEATURE_PREFIX + teacher_layer]
-    if plan.objective is not None:  # the robust objectives take the teacher's clean logits
-        batch_targets = targets["logits"]
-
-    with capture_outputs(student, [student_layer] if student_layer else []) as hooked:
+    term = _feature_term(plan, student, teacher.model)
+    x_transfer, y_transfer = transfer
+    targets, from_cache = _batch_targets(plan, teacher, x_transfer, term, device)
+    with capture_outputs(student, [term.student_layer] if term else []) as hooked:
         objective = plan.objective or DistillationObjective(
             plan.T,
             plan.alpha,
-            feature_loss,
+            term.loss if term else None,
             plan.weight,
-            student_layer,
+            term.student_layer if term else None,
             student_outputs=hooked,
             t_squared=plan.recipe.t_squared,
         )
         losses = fit(
-            student, x_transfer, y_transfer, batch_targets, objective, plan.recipe, device, init_seed,
+            student, x_transfer, y_transfer, targets, objective, plan.recipe, device, init_seed,
             progress, f"{plan.dataset} {name}", checkpoint, plan.amp, plan.num_workers,
         )  # fmt: skip
-    test_acc = accuracy(student, x_test, y_test, device)
+    test_acc = accuracy(student, *test, device)
     meta = finish_meta(
         base_meta(plan.dataset, arch, "student", plan.T, seed, plan.recipe), started, losses, test_acc
     )
     meta.update(
-        teacher=teacher_path.name,
-        teacher_T=teacher_meta["T"],
-        teacher_acc=teacher_meta["clean_acc"],
-        teacher_arch=teacher_meta["arch"],
-        teacher_params=count_parameters(teacher_model),
-        params=count_parameters(student),
-        method=plan.method.name,
-        method_citation=plan.method.citation,
-        alpha=plan.alpha if plan.method.uses_alpha else None,
-        feature_layer=student_layer,
-        teacher_feature_layer=teacher_layer,
-        feature_weight=plan.weight if plan.method.uses_features else None,
-        regressor_params=count_parameters(feature_loss) if feature_loss is not None else 0,
-        transfer_set=plan.transfer_set,
-        generation=generation,
-        generations=plan.generations,
+        **_student_meta(plan, teacher, student, term, generation),
         teacher_outputs_cached=from_cache,
         init_seed=init_seed,
         notes=notes,
@@ -571,8 +626,8 @@ def _distill_generations(
     for generation in range(1, generations + 1):
         run = base_name if generations == 1 else f"{base_name}-gen{generation}"
         result = _distill_generation(
-            plan, teacher_path, teacher_model, teacher_meta, run, generation, seed + generation - 1,
-            x_transfer, y_transfer, x_test, y_test, notes if generation == 1 else [], results_dir,
+            plan, _Teacher(teacher_path, teacher_model, teacher_meta), run, generation, seed + generation - 1,
+            (x_transfer, y_transfer), (x_test, y_test), notes if generation == 1 else [], results_dir,
             runs_dir, torch_device, progress,
         )  # fmt: skip
         results.append(result)

@@ -6,10 +6,10 @@ import math
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 import torch
 import torch.nn.functional as F
@@ -203,7 +203,7 @@ def training_checkpoint(
 LossFn = Callable[[torch.Tensor, Any, torch.Tensor], torch.Tensor]
 
 
-def needs_inputs(loss_fn: Any) -> bool:
+def needs_inputs(loss_fn: object) -> TypeGuard[Objective]:
     """Whether `fit` calls `loss_fn(model, xb, targets, yb)` (an objective that runs the model
     itself, as adversarial training crafts its inputs: train.robust) instead of
     `loss_fn(model(xb), targets, yb)`. Such an objective says so with `needs_inputs = True`."""
@@ -282,12 +282,146 @@ def _rank_share(batch: torch.Tensor, rank: int, size: int) -> torch.Tensor:
     return batch[rank * share : (rank + 1) * share]
 
 
+@dataclass
+class _Feeder:
+    """DataLoader workers that gather each epoch's batches from host memory (`num_workers` > 0):
+    `fit` hands the epoch's batches to the sampler, the loader yields the gathered tensors."""
+
+    sampler: _BatchSampler
+    loader: torch.utils.data.DataLoader
+
+
+def _feeder(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    targets: torch.Tensor | dict[str, torch.Tensor],
+    device: torch.device,
+    num_workers: int,
+    seed: int,
+) -> _Feeder | None:
+    """The DataLoader path for `num_workers` > 0; None for whole tensors on the device."""
+    if num_workers == 0:
+        return None
+    sampler = _BatchSampler()
+    loader = torch.utils.data.DataLoader(
+        _IndexedTensors(x, y, targets), sampler=sampler, batch_size=None, num_workers=num_workers,
+        pin_memory=device.type == "cuda", persistent_workers=True,
+        generator=torch.Generator().manual_seed(seed),  # not the global RNG, which dropout draws from
+    )  # fmt: skip
+    return _Feeder(sampler, loader)
+
+
+class _Stepper:
+    """One optimisation step: the model (DDP-wrapped under torchrun) and either an objective
+    that runs it (`needs_inputs`) or a loss on its logits, the optimiser, and the precision
+    (float16 autocast with a gradient scaler, bfloat16 autocast, or float32)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn | Objective,
+        optimizer: torch.optim.Optimizer,
+        device: torch.device,
+        amp: str | None,
+    ) -> None:
+        self.model, self.optimizer, self.device = model, optimizer, device
+        self.objective: Objective | None = loss_fn if needs_inputs(loss_fn) else None
+        # not an objective that runs the model: a loss on its logits
+        self.loss_fn: LossFn = cast(LossFn, loss_fn)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "float16")
+        self.autocast_dtype: torch.dtype | None = getattr(torch, amp) if amp else None
+
+    def __call__(self, xb: torch.Tensor, yb: torch.Tensor, tb: Any) -> torch.Tensor:
+        """One step on a batch; its (mean) loss."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.objective is not None:
+            loss = self.objective(self.model, xb, tb, yb)
+            loss.backward()
+            self.optimizer.step()
+        elif self.autocast_dtype is None:
+            loss = self.loss_fn(self.model(xb), tb, yb)
+            loss.backward()
+            self.optimizer.step()
+        else:
+            with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+                loss = self.loss_fn(self.model(xb), tb, yb)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)  # skipped, and the scale lowered, when a gradient overflowed
+            self.scaler.update()
+        return loss
+
+
+def _distributed(
+    model: nn.Module, loss_fn: LossFn | Objective, device: torch.device
+) -> tuple[nn.Module, LossFn | Objective]:
+    """The model, and a loss with trained parameters (FitNets' regressor), wrapped in
+    DistributedDataParallel, which averages their gradients over the ranks."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    ids = [device.index] if device.type == "cuda" else None
+    # A 1-channel conv's gradient comes in another (equally valid) memory layout than the
+    # bucket's: DDP copies it and warns about speed once per process, which says nothing here.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+    trained_loss = isinstance(loss_fn, nn.Module) and any(p.requires_grad for p in loss_fn.parameters())
+    return DDP(model, device_ids=ids), DDP(loss_fn, device_ids=ids) if trained_loss else loss_fn
+
+
+def _set_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, epoch: int) -> None:
+    """The recipe's learning rate (and momentum, where the optimiser has one) for `epoch`."""
+    lr, momentum = schedule(recipe, epoch)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+        if "momentum" in group:
+            group["momentum"] = momentum
+
+
+def _epoch_batches(
+    n: int, batch_size: int, generator: torch.Generator, device: torch.device | None, world: World
+) -> list[torch.Tensor]:
+    """The epoch's batches of indices: a seeded permutation (moved to `device` once, when the
+    data sit there), cut into batches, each split between the ranks under torchrun."""
+    order = torch.randperm(n, generator=generator)
+    if device is not None:
+        order = order.to(device)  # one copy, then slices: no per-batch transfer
+    batches = [order[s : s + batch_size] for s in range(0, n, batch_size)]
+    if world.distributed:
+        batches = [b for b in (_rank_share(b, world.rank, world.size) for b in batches) if len(b)]
+    return batches
+
+
+def _epoch_loss(
+    step: _Stepper, stream: Iterable[tuple[torch.Tensor, torch.Tensor, Any]], device: torch.device
+) -> float:
+    """One epoch of steps; the mean loss over its examples (over every rank), read once."""
+    total = torch.zeros((), device=device)
+    count = 0
+    for xb, yb, tb in stream:
+        loss = step(xb, yb, tb)
+        total += loss.detach().float() * len(yb)
+        count += len(yb)
+    summed = all_reduce_sum(torch.stack([total, torch.tensor(float(count), device=device)]))
+    return summed[0].item() / max(summed[1].item(), 1.0)
+
+
+def _check_finite(epoch_loss: float, epoch: int, checkpoint: TrainingCheckpoint | None) -> None:
+    """Stop on a NaN or Inf epoch loss, saying where the last good state is kept."""
+    if math.isfinite(epoch_loss):
+        return
+    kept = ""
+    if checkpoint is not None and epoch:
+        kept = f"; the state after epoch {epoch} is kept in {checkpoint.directory}"
+    raise DefdistillError(
+        f"the training loss became {epoch_loss} in epoch {epoch + 1}: lower the learning rate "
+        f"or the temperature (no finished run was replaced{kept})"
+    )
+
+
 def fit(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
     targets: torch.Tensor | dict[str, torch.Tensor],
-    loss_fn: LossFn,
+    loss_fn: LossFn | Objective,
     recipe: Recipe,
     device: torch.device,
     seed: int,
@@ -322,15 +456,13 @@ def fit(
     """
     world = current_world()
     check_num_workers(num_workers)
-    with_inputs = needs_inputs(loss_fn)
-    if with_inputs:
+    if needs_inputs(loss_fn):
         check_adversarial_execution(amp, world)
     model.to(device).train()
     n = len(y)
     if num_workers == 0:
         x, y, targets = x.to(device), y.to(device), _to_device(targets, device)
     params = list(model.parameters())
-    trained_loss = isinstance(loss_fn, nn.Module) and any(p.requires_grad for p in loss_fn.parameters())
     if isinstance(loss_fn, nn.Module):
         loss_fn.to(device).train()
         params += list(loss_fn.parameters())
@@ -343,78 +475,19 @@ def fit(
         first_epoch, epoch_losses = checkpoint.load(modules, optimizer, generator, device, recipe.epochs)
     step_model, step_loss = model, loss_fn
     if world.distributed:  # after the resume, so every rank starts from the checkpoint's weights
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        ids = [device.index] if device.type == "cuda" else None
-        # A 1-channel conv's gradient comes in another (equally valid) memory layout than the
-        # bucket's: DDP copies it and warns about speed once per process, which says nothing here.
-        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-        step_model = DDP(model, device_ids=ids)
-        if trained_loss:
-            step_loss = DDP(loss_fn, device_ids=ids)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == "float16")
-    autocast_dtype = getattr(torch, amp) if amp else None
-    sampler, loader = None, None
-    if num_workers > 0:
-        sampler = _BatchSampler()
-        loader = torch.utils.data.DataLoader(
-            _IndexedTensors(x, y, targets), sampler=sampler, batch_size=None, num_workers=num_workers,
-            pin_memory=device.type == "cuda", persistent_workers=True,
-            generator=torch.Generator().manual_seed(seed),  # not the global RNG, which dropout draws from
-        )  # fmt: skip
+        step_model, step_loss = _distributed(model, loss_fn, device)
+    step = _Stepper(step_model, step_loss, optimizer, device, amp)
+    feeder = _feeder(x, y, targets, device, num_workers, seed)
     shown = progress if world.is_main else SILENT
     with shown.task(description, recipe.epochs) as advance:
         advance(first_epoch)
         for epoch in range(first_epoch, recipe.epochs):
-            lr, momentum = schedule(recipe, epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-                if "momentum" in group:
-                    group["momentum"] = momentum
+            _set_schedule(optimizer, recipe, epoch)
             if world.distributed:
                 torch.manual_seed(rank_seed(seed, epoch, world.rank))
-            order = torch.randperm(n, generator=generator)
-            if loader is None:
-                order = order.to(device)  # one copy, then slices: no per-batch transfer
-            batches = [order[s : s + recipe.batch_size] for s in range(0, n, recipe.batch_size)]
-            if world.distributed:
-                batches = [b for b in (_rank_share(b, world.rank, world.size) for b in batches) if len(b)]
-            if loader is not None:
-                sampler.batches = batches
-                stream = (
-                    (_to_device(xb, device), _to_device(yb, device), _to_device(tb, device))
-                    for xb, yb, tb in loader
-                )
-            else:
-                stream = ((x[idx], y[idx], _take(targets, idx)) for idx in batches)
-            total = torch.zeros((), device=device)
-            count = 0
-            for xb, yb, tb in stream:
-                optimizer.zero_grad(set_to_none=True)
-                if with_inputs:
-                    loss = step_loss(step_model, xb, tb, yb)
-                    loss.backward()
-                    optimizer.step()
-                elif autocast_dtype is None:
-                    loss = step_loss(step_model(xb), tb, yb)
-                    loss.backward()
-                    optimizer.step()
-                else:
-                    with torch.autocast(device.type, dtype=autocast_dtype):
-                        loss = step_loss(step_model(xb), tb, yb)
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)  # skipped, and the scale lowered, when a gradient overflowed
-                    scaler.update()
-                total += loss.detach().float() * len(yb)
-                count += len(yb)
-            summed = all_reduce_sum(torch.stack([total, torch.tensor(float(count), device=device)]))
-            epoch_loss = summed[0].item() / max(summed[1].item(), 1.0)
-            if not math.isfinite(epoch_loss):
-                kept = f"; the state after epoch {epoch} is kept in {checkpoint.directory}" if epoch else ""
-                raise DefdistillError(
-                    f"the training loss became {epoch_loss} in epoch {epoch + 1}: lower the learning rate "
-                    f"or the temperature (no finished run was replaced{kept if checkpoint else ''})"
-                )
+            batches = _epoch_batches(n, recipe.batch_size, generator, None if feeder else device, world)
+            epoch_loss = _epoch_loss(step, _stream(batches, x, y, targets, feeder, device), device)
+            _check_finite(epoch_loss, epoch, checkpoint)
             epoch_losses.append(epoch_loss)
             if checkpoint is not None:
                 if world.is_main:
@@ -423,6 +496,25 @@ def fit(
             advance(1)
     model.eval()
     return epoch_losses
+
+
+def _stream(
+    batches: list[torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    targets: torch.Tensor | dict[str, torch.Tensor],
+    feeder: _Feeder | None,
+    device: torch.device,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, Any]]:
+    """The epoch's (inputs, labels, targets) batches: index slices of the tensors on the device,
+    or what the feeder's workers gathered, moved there."""
+    if feeder is None:
+        return ((x[idx], y[idx], _take(targets, idx)) for idx in batches)
+    feeder.sampler.batches = batches
+    return (
+        (_to_device(xb, device), _to_device(yb, device), _to_device(tb, device))
+        for xb, yb, tb in feeder.loader
+    )
 
 
 def check_adversarial_execution(amp: str | None, world: World) -> None:
@@ -461,7 +553,7 @@ def resolve_budget(
     try:
         default_eps, default_steps, default_step = default_budget(dataset)
     except ValueError as exc:
-        if None in (eps, steps, step_size):
+        if eps is None or steps is None or step_size is None:
             raise DefdistillError(f"{exc}: pass --adv-eps, --adv-steps and --adv-step-size") from None
         default_eps, default_steps, default_step = eps, steps, step_size
     eps = default_eps if eps is None else eps

@@ -85,7 +85,8 @@ def attention_map(features: torch.Tensor, p: float = 2.0, size: Sequence[int] | 
         )
     spatial = features.abs().pow(p).mean(1)
     if size is not None and tuple(spatial.shape[1:]) != tuple(size):
-        spatial = F.adaptive_avg_pool2d(spatial[:, None], tuple(size))[:, 0]
+        height, width = size
+        spatial = F.adaptive_avg_pool2d(spatial[:, None], (height, width))[:, 0]
     return F.normalize(spatial.flatten(1), dim=1)
 
 
@@ -222,7 +223,8 @@ class HintLoss(nn.Module):
         if isinstance(self.regressor, nn.Conv2d):
             regressed = self.regressor(student)
             if self.pool:
-                regressed = F.adaptive_avg_pool2d(regressed, self.teacher_shape[1:])
+                _, height, width = self.teacher_shape
+                regressed = F.adaptive_avg_pool2d(regressed, (height, width))
         else:
             regressed = self.regressor(student.flatten(1)).view(len(student), *self.teacher_shape)
         return hint_loss(teacher, regressed)
@@ -393,6 +395,8 @@ class DistillationObjective(nn.Module):
         t_squared: bool = True,
     ) -> None:
         super().__init__()
+        if feature_loss is not None and student_layer is None:
+            raise ValueError("a feature loss needs the student layer whose outputs it reads")
         self.T, self.alpha, self.weight, self.t_squared = T, alpha, weight, t_squared
         self.feature_loss = feature_loss
         self.student_layer = student_layer
@@ -403,7 +407,9 @@ class DistillationObjective(nn.Module):
     ) -> torch.Tensor:
         teacher_logits = targets["logits"] if isinstance(targets, dict) else targets
         loss = distillation_loss(logits, teacher_logits, labels, self.T, self.alpha, self.t_squared)
-        if self.feature_loss is None:
+        if self.feature_loss is None or self.student_layer is None:  # (both or neither: __init__)
             return loss
+        if not isinstance(targets, dict):
+            raise TypeError("a feature loss needs the teacher's features: targets {'logits', 'features'}")
         student_features = self.student_outputs[self.student_layer]
         return loss + self.weight * self.feature_loss(student_features, targets["features"])
