@@ -148,7 +148,7 @@ def _train(demo: _Demo) -> tuple[list[RunResult], list[str]]:
 def _attack(demo: _Demo, runs: list[Path]) -> list[str]:
     """Every attack on every run, recorded; the attacks' notes."""
     w = demo.workspace
-    notes = []
+    notes: list[str] = []
     for path in runs:
         for attacks, budgets in ((demo.attacks, demo.eps), (demo.strongest, [demo.headline_eps])):
             if not attacks:
