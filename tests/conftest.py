@@ -20,6 +20,19 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 FIXTURE_EPOCHS = 15
 _runner = CliRunner()
 
+# Whole modules of longer tests (sweeps, the privacy and defences studies, benchmarks, training
+# at scale), left out of `make test-fast`; single long tests elsewhere carry @pytest.mark.slow.
+SLOW_MODULES = {
+    "test_scaleout.py", "test_privacy.py", "test_defences.py", "test_benchmarks.py", "test_performance.py",
+    "test_variants.py", "test_presets.py",
+}  # fmt: skip
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
 
 def invoke(*args: object) -> Result:
     """Run `defdistill ARGS` in this process (paths and numbers given as they are)."""

@@ -85,6 +85,7 @@ def test_attack_and_tables_commands_write_and_rebuild_the_tables(trained_runs, t
     ]
 
 
+@pytest.mark.slow
 def test_demo_command_runs_the_whole_pipeline_and_answers_on_one_screen(tmp_path):
     result = invoke(
         "demo",

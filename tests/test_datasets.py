@@ -281,6 +281,7 @@ def test_failed_download_is_one_line(tmp_path: Path, monkeypatch) -> None:
 # --- the MNIST and CIFAR-10 paths, end to end on the tiny files ---------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
 def test_papers_datasets_run_train_distill_attack_end_to_end(tmp_path: Path, dataset: str) -> None:
     import pandas as pd

@@ -47,9 +47,9 @@ def test_demo_summary_fits_one_screen_and_names_every_model_and_attack_whole(mea
     assert len(lines) <= 40, text
     assert max(len(line) for line in lines) <= 100, text
     assert "…" not in text and "..." not in text
-    for name in [*MODELS, "fgsm", "pgd", "cw (l2, unbounded)", "worst case: strongest attack"]:
+    for name in [*MODELS, "fgsm", "pgd", "cw (l2, unbounded)", "worst case: any attack, per input"]:
         assert name in text, (name, text)
-    assert "Attack success at eps 0.2" in text
+    assert "Attack success at eps 0.1" in text  # digits' headline budget
     grid = lines[lines.index(next(line for line in lines if line.strip().startswith("attack "))) + 1 :]
     grid = grid[: grid.index("")]
     cells = [cell for line in grid for cell in line.split()[-len(MODELS) :]]
@@ -57,7 +57,7 @@ def test_demo_summary_fits_one_screen_and_names_every_model_and_attack_whole(mea
     accuracies = [line.split()[1] for line in lines[1:4]]
     assert all(NUMBER.fullmatch(a) for a in accuracies), lines[:4]
     table = tables["robustness"]
-    fgsm = table[(table["model"] == "teacher-T1") & (table["attack"] == "fgsm") & (table["eps"] == 0.2)]
+    fgsm = table[(table["model"] == "teacher-T1") & (table["attack"] == "fgsm") & (table["eps"] == 0.1)]
     row = next(line for line in lines if line.strip().startswith("fgsm"))
     assert f"{fgsm['success_rate'].iloc[0]:.3f}" == row.split()[1]
     assert "below teacher-T100" in text or "above teacher-T100" in text or "same as teacher-T100" in text

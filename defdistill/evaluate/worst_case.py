@@ -63,7 +63,8 @@ def worst_case_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             broken = {r["attack"]: decode_flags(r[PER_INPUT]["broken"]) for r in at_eps}
             broken |= {r["attack"]: _broken_within(r, eps) for r in unbounded}
             success = {r["attack"]: float(r["success_rate"]) for r in at_eps}
-            worst = max(success, key=lambda a: (success[a], a in WORST_CASE_STANDARD))
+            # NaN (no input classified correctly) ranks lowest; ties name the standard attack
+            worst = max(success, key=lambda a: (_rank(success[a]), a in WORST_CASE_STANDARD))
             standard = {a: success.get(a, math.nan) for a in WORST_CASE_STANDARD}
             best_standard = max((v for v in standard.values() if not math.isnan(v)), default=math.nan)
             ensemble = ensemble_metrics(clean, list(broken.values()))
@@ -77,6 +78,10 @@ def worst_case_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{c: row[c] for c in WORST_CASE_COLUMNS} for row in rows]
 
 
+def _rank(value: float) -> float:
+    return -math.inf if math.isnan(value) else value
+
+
 def _isnan(value: Any) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
@@ -87,11 +92,7 @@ def record_worst_case(results_dir: str | Path, dataset: str, model: str) -> list
     if frame.empty:
         return []
     frame = frame[(frame["dataset"] == dataset) & (frame["model"] == model)]
-    records = [
-        {k: v for k, v in row.items() if not (k != PER_INPUT and _isnan(v))} | {"eps": row["eps"]}
-        for row in frame.to_dict("records")
-    ]
-    rows = worst_case_rows(records)
+    rows = worst_case_rows(frame.to_dict("records"))
     if rows:
         record_rows(results_dir, "worst_case", rows)
     return rows
