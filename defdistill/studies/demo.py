@@ -49,7 +49,8 @@ def run_demo(
     progress: ProgressReporter = SILENT,
 ) -> DemoReport:
     """Teachers at T=1 and T, the student at T, every attack on every model, a gradient-masking
-    diagnosis of each (which adds transfer and HopSkipJump rows), then the tables."""
+    diagnosis of each (which adds transfer, HopSkipJump, APGD-DLR, noise, pgd-long and eps-1 PGD
+    rows), then the tables."""
     get_dataset_spec(dataset)
     T = check_temperature(T)
     attacks = check_attacks(attacks)
