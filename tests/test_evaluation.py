@@ -243,9 +243,10 @@ def test_diagnose_records_the_longer_pgd_and_eps_1_beside_the_default_rows(diagn
     (long,) = frame[frame["attack"] == "pgd-long"].to_dict("records")  # its own rows, not pgd's
     assert long["eps"] == 0.2 and long["settings"] != pgd["settings"].iloc[0]
     assert set(frame[frame["attack"] == "apgd-dlr"]["eps"]) == {0.2}
-    assert set(frame[frame["attack"] == "noise"]["eps"]) == {0.3}
+    assert set(frame[frame["attack"] == "noise"]["eps"]) == {0.3, 1.0}
     worst = read_records(results, "worst_case")
-    assert 1.0 in set(worst[worst["model"] == "student-T100"]["eps"])  # the worst case is up to date
+    (at_1,) = worst[(worst["model"] == "student-T100") & (worst["eps"] == 1.0)].to_dict("records")
+    assert at_1["ensemble_success"] == 1.0 > at_1["pgd"]  # noise covers what pgd misses at eps 1
 
 
 class _Scaled(torch.nn.Module):

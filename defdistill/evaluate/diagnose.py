@@ -402,7 +402,7 @@ def masking_checks(figures: Figures, thresholds: Thresholds = Thresholds()) -> l
         check_unbounded_reaches_100(f.cw_success, f.cw_median, th),
         check_full_budget_reaches_100(f.pgd_full_budget, f.cw_success, th),
         check_long_vs_default_pgd(f.pgd, f.pgd_long, f.long_pgd, th),
-        check_noise_vs_white_box(f.noise, f.pgd, th),
+        check_noise_vs_white_box(f.noise, f.pgd | {FULL_BUDGET: f.pgd_full_budget}, th),
         check_black_box_transfer(f.transfer, f.pgd, f.surrogate, th),
         check_black_box_decision(f.decision, f.pgd_on_decision_inputs, f.n_decision, th),
         check_margin_vs_cross_entropy(f.apgd_dlr, f.pgd, th),
@@ -423,8 +423,10 @@ def verdict_of(checks: Sequence[Check]) -> tuple[bool, str]:
 
 def attack_budgets(budgets: Sequence[float]) -> dict[str, list[float | None]]:
     """Where each diagnosis attack runs. The costly extras run where they decide a check:
-    apgd-dlr and pgd-long at the middle budget (where success is neither 0 nor 1), noise at
-    the largest (where it is strongest), pgd also at eps 1; unbounded attacks once."""
+    apgd-dlr and pgd-long at the middle budget (where success is neither 0 nor 1); pgd also at
+    eps 1; noise at the largest budget (where it is strongest) and at eps 1, where it costs
+    almost nothing and breaks every input, so the worst case at eps 1 does not rest on pgd
+    alone; unbounded attacks once."""
     budgets = sorted(budgets)
     middle, largest = budgets[(len(budgets) - 1) // 2], budgets[-1]
     return {
@@ -432,7 +434,7 @@ def attack_budgets(budgets: Sequence[float]) -> dict[str, list[float | None]]:
         "pgd": sorted({*budgets, FULL_BUDGET}),
         "apgd-dlr": [middle],
         "pgd-long": [middle],
-        "noise": [largest],
+        "noise": sorted({largest, FULL_BUDGET}),
         "transfer": list(budgets),
         "cw": [None],
         "hsj": [None],
