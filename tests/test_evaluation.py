@@ -18,9 +18,27 @@ from defdistill.evaluate.attacks import AttackSettings, attack_model, run_attack
 from defdistill.evaluate.diagnose import (
     MASKING_VERDICT,
     NO_MASKING_VERDICT,
+    Figures,
+    Thresholds,
+    check_black_box_decision,
+    check_black_box_transfer,
+    check_full_budget_reaches_100,
+    check_gradient_zero,
+    check_iterative_vs_single_step,
+    check_long_vs_default_pgd,
+    check_margin_vs_cross_entropy,
+    check_noise_vs_white_box,
+    check_softmax_saturated,
+    check_success_grows_with_eps,
+    check_success_varies_with_eps,
+    check_unbounded_reaches_100,
     diagnose_model,
     gradient_measurements,
+    masking_checks,
+    success_among,
+    verdict_of,
 )
+from defdistill.evaluate.metrics import AttackOutcome
 from defdistill.evaluate.worst_case import record_worst_case
 from defdistill.store.runs import load_run
 from defdistill.store.tables import ROBUSTNESS_COLUMNS, WORST_CASE_COLUMNS, read_records, record_rows
@@ -31,7 +49,8 @@ EPS = (0.1, 0.2, 0.3)
 
 @pytest.fixture(scope="module")
 def diagnosed(trained_runs, tmp_path_factory):
-    """Both diagnoses, once, into one results folder shared by the tests below (read-only)."""
+    """The diagnoses of teacher-T1 and student-T100, once, into one results folder shared by
+    the tests below (read-only)."""
     results = tmp_path_factory.mktemp("evaluation") / "results"
     kwargs = dict(eps=EPS, n=N, runs_dir=trained_runs.runs_dir, results_dir=results, device="cpu")
     teacher = diagnose_model(model="teacher-T1", **kwargs)
@@ -39,18 +58,26 @@ def diagnosed(trained_runs, tmp_path_factory):
     return teacher, student, results
 
 
+@pytest.fixture(scope="module")
+def diagnosed_teacher_t100(trained_runs, diagnosed):
+    """The diagnosis of teacher-T100 (trained at T=100, deployed at T=1), beside the others."""
+    kwargs = dict(eps=EPS, n=N, runs_dir=trained_runs.runs_dir, results_dir=diagnosed[2], device="cpu")
+    return diagnose_model(model="teacher-T100", **kwargs)
+
+
 def _rate(rows, attack, eps):
     (row,) = [r for r in rows if r["attack"] == attack and r["eps"] == eps]
     return row["success_rate"]
 
 
-def test_margin_pgd_breaks_the_distilled_student_where_cross_entropy_pgd_fails(diagnosed):
+def test_apgd_dlr_breaks_the_distilled_student_where_cross_entropy_pgd_fails(diagnosed):
     teacher, student, _ = diagnosed
-    pgd, margin = _rate(student.rows, "pgd", 0.2), _rate(student.rows, "pgd-margin", 0.2)
+    pgd, dlr = _rate(student.rows, "pgd", 0.2), _rate(student.rows, "apgd-dlr", 0.2)  # the middle eps
     assert pgd < 0.25, pgd  # cross-entropy gradients vanish: the defence looks robust
-    assert margin > 0.8, margin  # the same budget and steps on the logits' margin
+    assert dlr > 0.8, dlr  # the same budget on the logits' scale-invariant difference ratio
     teacher_pgd = _rate(teacher.rows, "pgd", 0.2)
-    assert abs(margin - teacher_pgd) < 0.15, (margin, teacher_pgd)  # as breakable as the undefended net
+    assert abs(dlr - teacher_pgd) < 0.15, (dlr, teacher_pgd)  # as breakable as the undefended net
+    assert _rate(student.rows, "pgd", 1.0) < 0.95 <= _rate(teacher.rows, "pgd", 1.0)  # eps 1: any input
 
 
 def test_pgd_t_uses_the_attacked_models_training_temperature(trained_runs, tmp_path):
@@ -118,13 +145,23 @@ def test_transfer_without_a_surrogate_is_a_clear_error(trained_runs, tmp_path):
         )
 
 
+# The checks a model whose softmax saturates fails (digits, seed 0, 120 inputs): its gradient
+# is zero, so the cross-entropy attacks stay flat and short of 100% even at eps 1, while noise,
+# transfer, a decision-based attack and scale-invariant APGD-DLR break it.
+MASKED_MODEL_FAILS = {
+    "gradient_zero", "softmax_saturated", "success_varies_with_eps", "full_budget_reaches_100",
+    "noise_vs_white_box", "black_box_transfer", "black_box_decision", "margin_vs_cross_entropy",
+}  # fmt: skip
+
+
 def test_diagnose_flags_the_distilled_student_as_gradient_masking(diagnosed):
     _, student, _ = diagnosed
     assert student.masking and student.verdict.startswith(MASKING_VERDICT)
     failed = {c.name for c in student.checks if not c.passed}
-    assert {"gradient_zero", "softmax_saturated", "margin_vs_cross_entropy", "black_box_transfer"} <= failed
-    assert "margin-loss pgd beats cross-entropy pgd" in student.verdict
-    assert _rate(student.rows, "pgd-margin", 0.2) - _rate(student.rows, "pgd", 0.2) > 0.5
+    assert failed >= MASKED_MODEL_FAILS, failed
+    assert "scale-invariant apgd-dlr beats cross-entropy pgd" in student.verdict
+    assert "fgsm success stays flat" in student.verdict  # the same rate at every eps
+    assert _rate(student.rows, "apgd-dlr", 0.2) - _rate(student.rows, "pgd", 0.2) > 0.5
 
 
 def test_diagnose_finds_no_masking_on_the_t1_teacher(diagnosed):
@@ -132,7 +169,9 @@ def test_diagnose_finds_no_masking_on_the_t1_teacher(diagnosed):
     assert not teacher.masking, teacher.verdict
     assert teacher.verdict.startswith(NO_MASKING_VERDICT)
     assert all(c.passed for c in teacher.checks)
-    assert {c.name: c.value for c in teacher.checks}["gradient_zero"] == 0.0
+    values = {c.name: c.value for c in teacher.checks}
+    assert values["gradient_zero"] == 0.0 and values["full_budget_reaches_100"] == 1.0
+    assert values["long_vs_default_pgd"] < Thresholds().more_effort_gain  # pgd has converged
 
 
 def test_diagnostics_table_has_one_row_per_check_and_the_verdict(diagnosed):
@@ -158,9 +197,13 @@ def test_diagnose_reuses_recorded_rows_and_cli_prints_the_verdict(trained_runs, 
     _, student, results = diagnosed
     copy = tmp_path / "results"
     shutil.copytree(results, copy)
-    pgd_record = next((copy / "records" / "robustness").glob("digits__student-T100__pgd__linf__0.2*.json"))
+    records = copy / "records" / "robustness"
+    pgd_record = next(records.glob("digits__student-T100__pgd__linf__0.2*.json"))
     marked = json.loads(pgd_record.read_text()) | {"seconds": -1.0}  # a reused row keeps its mark
     pgd_record.write_text(json.dumps(marked))
+    other = next(records.glob("digits__student-T100__fgsm__linf__0.1*.json"))
+    digest = json.loads(other.read_text())["settings"]
+    other.write_text(json.dumps(json.loads(other.read_text()) | {"seconds": -1.0, "settings": "other"}))
     result = invoke(
         "diagnose",
         "--model",
@@ -180,8 +223,26 @@ def test_diagnose_reuses_recorded_rows_and_cli_prints_the_verdict(trained_runs, 
     assert result.exit_code == 0, result.output
     assert f"student-T100: {MASKING_VERDICT}" in result.output
     frame = read_records(copy, "robustness")
-    reused = frame[(frame["model"] == "student-T100") & (frame["attack"] == "pgd") & (frame["eps"] == 0.2)]
+    frame = frame[frame["model"] == "student-T100"]
+    reused = frame[(frame["attack"] == "pgd") & (frame["eps"] == 0.2)]
     assert reused["seconds"].tolist() == [-1.0]
+    rerun = frame[(frame["attack"] == "fgsm") & (frame["eps"] == 0.1)]  # made with other settings
+    assert rerun["seconds"].tolist() != [-1.0] and rerun["settings"].tolist() == [digest]
+
+
+def test_diagnose_records_the_longer_pgd_and_eps_1_beside_the_default_rows(diagnosed):
+    _, student, results = diagnosed
+    frame = read_records(results, "robustness")
+    frame = frame[frame["model"] == "student-T100"]
+    pgd = frame[frame["attack"] == "pgd"]
+    assert pgd["eps"].tolist() == [*EPS, 1.0] and pgd["settings"].nunique() == 1  # one setting for all
+    (long,) = frame[frame["attack"] == "pgd-long"].to_dict("records")  # its own rows, not pgd's
+    assert long["eps"] == 0.2 and long["settings"] != pgd["settings"].iloc[0]
+    assert set(frame[frame["attack"] == "apgd-dlr"]["eps"]) == {0.2}
+    assert set(frame[frame["attack"] == "noise"]["eps"]) == {0.3, 1.0}
+    worst = read_records(results, "worst_case")
+    (at_1,) = worst[(worst["model"] == "student-T100") & (worst["eps"] == 1.0)].to_dict("records")
+    assert at_1["ensemble_success"] == 1.0 > at_1["pgd"]  # noise covers what pgd misses at eps 1
 
 
 class _Scaled(torch.nn.Module):
@@ -338,3 +399,116 @@ def test_bad_attack_options_are_one_line_before_any_model_is_loaded(args, fragme
     result = invoke("attack", *args, "--runs-dir", tmp_path / "no-runs")
     assert result.exit_code == 2, result.output
     assert_one_line_error(result, fragment)
+
+
+# --- the checks, one by one, on synthetic figures ----------------------------------------
+
+TH = Thresholds()
+
+
+def test_gradient_and_saturation_checks_fail_on_most_inputs_flat():
+    assert check_gradient_zero(0.0, 100).passed and not check_gradient_zero(0.9, 100).passed
+    assert check_softmax_saturated(0.1).passed and not check_softmax_saturated(0.99).passed
+
+
+def test_iterative_vs_single_step_fails_when_fgsm_beats_pgd():
+    assert check_iterative_vs_single_step({0.1: 0.30, 0.2: 0.90}, {0.1: 0.33, 0.2: 0.96}).passed
+    check = check_iterative_vs_single_step({0.1: 0.30, 0.2: 0.90}, {0.1: 0.33, 0.2: 0.60})
+    assert not check.passed and math.isclose(check.value, 0.3) and "at eps 0.2" in check.detail
+
+
+def test_success_grows_with_eps_fails_on_a_drop():
+    assert check_success_grows_with_eps({"pgd": {0.1: 0.3, 0.2: 0.9, 1.0: 1.0}}).passed
+    check = check_success_grows_with_eps({"pgd": {0.1: 0.3, 0.2: 0.9}, "transfer": {0.1: 0.5, 0.2: 0.3}})
+    assert not check.passed and "transfer success falls" in check.detail
+
+
+def test_success_varies_with_eps_flags_a_flat_rate_not_a_saturated_one():
+    growing = check_success_varies_with_eps({"fgsm": {0.05: 0.06, 0.3: 0.99}, "pgd": {0.05: 0.07, 0.3: 1.0}})
+    assert growing.passed
+    # student-T100's FGSM: 0.0144 at every eps, while PGD creeps up
+    flat = check_success_varies_with_eps(
+        {"fgsm": {0.05: 0.0144, 0.3: 0.0144}, "pgd": {0.05: 0.05, 0.3: 0.14}}
+    )
+    assert not flat.passed and flat.value == 0.0 and "fgsm success stays flat" in flat.detail
+    # flat at about 100% is a weak model, not a flat gradient
+    assert check_success_varies_with_eps({"pgd": {0.2: 0.99, 0.3: 1.0}}).passed
+    one_budget = check_success_varies_with_eps({"pgd": {0.2: 0.1}})
+    assert one_budget.passed and math.isnan(one_budget.value) and "not measured" in one_budget.detail
+
+
+def test_unbounded_checks_need_about_100_percent():
+    assert check_unbounded_reaches_100(1.0, 0.6).passed and not check_unbounded_reaches_100(0.9, 0.6).passed
+    assert check_full_budget_reaches_100(1.0, 1.0).passed
+    check = check_full_budget_reaches_100(0.61, 1.0)  # cross-entropy pgd at eps 1 on student-T100
+    assert not check.passed and check.value == 0.61 and "not the budget" in check.detail
+
+
+def test_long_vs_default_pgd_fails_when_more_effort_finds_much_more():
+    ok = check_long_vs_default_pgd({0.05: 0.06, 0.1: 0.341}, {0.1: 0.358})  # teacher-T1
+    assert ok.passed and math.isclose(ok.value, 0.017) and "at eps 0.1" in ok.detail
+    gain = TH.more_effort_gain + 0.03
+    check = check_long_vs_default_pgd({0.1: 0.30}, {0.1: 0.30 + gain})
+    assert not check.passed and "has not converged" in check.detail
+    assert check_long_vs_default_pgd({0.1: 0.3}, {}).passed  # nothing to compare: not measured
+
+
+def test_noise_vs_white_box_fails_when_random_noise_beats_pgd():
+    assert check_noise_vs_white_box({0.3: 0.86}, {0.1: 0.34, 0.3: 1.0}).passed
+    check = check_noise_vs_white_box({0.3: 0.90}, {0.1: 0.02, 0.3: 0.14})
+    assert not check.passed and "random noise beats white-box pgd: 0.900 vs 0.140" in check.detail
+
+
+def test_black_box_checks_fail_when_less_knowledge_does_better():
+    assert check_black_box_transfer({0.2: 0.9}, {0.2: 0.95}, "surrogate-T1").passed
+    check = check_black_box_transfer({0.2: 0.75}, {0.2: 0.09}, "surrogate-T1")
+    assert not check.passed and "from surrogate-T1" in check.detail
+    assert check_black_box_decision({0.2: 1.0}, {0.2: 0.96}, 50).passed
+    check = check_black_box_decision({0.2: 1.0}, {0.2: 0.1}, 50)
+    assert not check.passed and "same first 50 inputs" in check.detail
+
+
+def test_margin_vs_cross_entropy_compares_scale_invariant_apgd_dlr_with_pgd():
+    assert check_margin_vs_cross_entropy({0.1: 0.33}, {0.05: 0.06, 0.1: 0.34}).passed
+    check = check_margin_vs_cross_entropy({0.1: 0.44}, {0.05: 0.07, 0.1: 0.09})
+    assert not check.passed and "apgd-dlr beats cross-entropy pgd" in check.detail
+
+
+def test_decision_comparison_uses_pgd_on_the_same_first_inputs():
+    clean = torch.tensor([True, True, True, True])
+    pgd = AttackOutcome("pgd", "linf", 0.2, clean, torch.tensor([False, False, True, True]), torch.ones(4))
+    assert success_among(pgd, pgd.broken) == 0.5  # all four inputs
+    assert success_among(pgd, pgd.broken, first=2) == 0.0  # the two a subset attack saw
+
+
+def _figures(**changes) -> Figures:
+    """teacher-T1-like figures on 360 inputs (digits, seed 0), with `changes`."""
+    base = dict(
+        n_correct=356, zero_fraction=0.0, saturated_fraction=0.0,
+        fgsm={0.05: 0.06, 0.1: 0.27, 0.2: 0.89, 0.3: 1.0}, pgd={0.05: 0.06, 0.1: 0.31, 0.2: 0.96, 0.3: 1.0},
+        pgd_full_budget=1.0, apgd_dlr={0.1: 0.28}, pgd_long={0.1: 0.32}, noise={0.3: 0.86},
+        transfer={0.05: 0.06, 0.1: 0.3, 0.2: 0.95, 0.3: 1.0}, cw_success=1.0, cw_median=0.6,
+        decision={0.05: 0.0, 0.1: 0.2, 0.2: 0.9, 0.3: 1.0}, pgd_on_decision_inputs={0.05: 0.04, 0.1: 0.3,
+        0.2: 0.96, 0.3: 1.0}, n_decision=50, surrogate="surrogate-T1",
+    )  # fmt: skip
+    return Figures(**(base | changes))
+
+
+def test_masking_checks_run_every_check_and_the_verdict_names_the_failures():
+    checks = masking_checks(_figures())
+    assert [c.name for c in checks] == [
+        "gradient_zero", "softmax_saturated", "iterative_vs_single_step", "success_grows_with_eps",
+        "success_varies_with_eps", "unbounded_reaches_100", "full_budget_reaches_100", "long_vs_default_pgd",
+        "noise_vs_white_box", "black_box_transfer", "black_box_decision", "margin_vs_cross_entropy",
+    ]  # fmt: skip
+    assert verdict_of(checks) == (False, f"{NO_MASKING_VERDICT}: all 12 checks passed")
+    masking, verdict = verdict_of(masking_checks(_figures(pgd_full_budget=0.61)))
+    assert masking and verdict.startswith(f"{MASKING_VERDICT} (2 of 12 checks failed)")
+    assert "pgd success falls from 1.000 at eps 0.3 to 0.610 at eps 1.0" in verdict  # eps 1 holds eps 0.3
+    assert "at eps 1 (the whole input range) succeeds on 0.610" in verdict
+
+
+def test_diagnose_flags_the_t100_teacher_too(diagnosed_teacher_t100):
+    diagnosis = diagnosed_teacher_t100
+    assert diagnosis.masking, diagnosis.verdict
+    assert {c.name for c in diagnosis.checks if not c.passed} >= MASKED_MODEL_FAILS

@@ -76,7 +76,8 @@ def run_demo(
 ) -> DemoReport:
     """Teachers at T=1 and T, the student at T (and the transfer surrogate), every attack on every
     model at every budget, the `strongest` evaluation (AutoAttack) at the dataset's headline budget,
-    a gradient-masking diagnosis of each model, then the tables."""
+    a gradient-masking diagnosis of each model (which adds transfer, HopSkipJump, pgd-long and
+    eps-1 rows), then the tables."""
     workspace = Workspace(Path(runs_dir), Path(results_dir), Path(data_dir), device)
     demo = _check_demo(dataset, T, attacks, strongest, eps, n, epochs, seed, settings, workspace, progress)
     started = time.perf_counter()
