@@ -431,10 +431,10 @@ def attack_budgets(budgets: Sequence[float]) -> dict[str, list[float | None]]:
     middle, largest = budgets[(len(budgets) - 1) // 2], budgets[-1]
     return {
         "fgsm": list(budgets),
-        "pgd": sorted({*budgets, FULL_BUDGET}),
+        "pgd": [*sorted({*budgets, FULL_BUDGET})],
         "apgd-dlr": [middle],
         "pgd-long": [middle],
-        "noise": sorted({largest, FULL_BUDGET}),
+        "noise": [*sorted({largest, FULL_BUDGET})],
         "transfer": list(budgets),
         "cw": [None],
         "hsj": [None],
