@@ -89,3 +89,18 @@ def test_harness_on_minimal_sizes_writes_the_documented_json_and_markdown(bench,
     text = md_path.read_text()
     assert text.startswith("# Benchmarks") and "| train_epoch_vs_plain_loop |" in text
     assert "Carlini-Wagner" in text and "cw_curve_" not in text  # the curve is its own table
+
+
+def test_cw_convergence_measures_old_new_and_reference_on_the_same_inputs(trained_runs):
+    spec = importlib.util.spec_from_file_location(
+        "defdistill_cw_convergence", HARNESS.with_name("cw_convergence.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.measure("digits", trained_runs.student_t100, Path("data"), 3, log=lambda line: None)
+    assert [r["config"] for r in rows] == ["old", "new", "reference"]
+    assert len({r["settings"] for r in rows}) == 3 and {r["n"] for r in rows} == {3}
+    reference = rows[-1]
+    assert reference["vs_reference"] == 0 and reference["per_input_ratio_median"] == 1
+    text = module.markdown(rows, {"inputs per model": "3"})
+    assert "| digits | student-T100 | new |" in text and "1000 Adam steps of 0.01 x 9 searches" in text

@@ -17,7 +17,7 @@ import foolbox as fb  # noqa: E402
 from defdistill.core.runtime import THREADS_ENV, configure_threads  # noqa: E402
 from defdistill.data.registry import load_dataset  # noqa: E402
 from defdistill.errors import DefdistillError  # noqa: E402
-from defdistill.evaluate.attacks import AttackSettings, run_attack  # noqa: E402
+from defdistill.evaluate.attacks import AttackSettings, foolbox_cw_search, run_attack  # noqa: E402
 from defdistill.models import predict_logits  # noqa: E402
 from defdistill.store.runs import load_run  # noqa: E402
 
@@ -67,7 +67,8 @@ def test_fgsm_takes_its_clean_predictions_from_its_own_forward_pass(teacher, inp
 
 def test_cw_counts_a_failed_search_as_a_failure_not_as_a_black_image(teacher, inputs):
     x, y = inputs
-    weak = AttackSettings(cw_steps=2, cw_binary_search_steps=1)  # too few steps to succeed often
+    # too few steps to succeed often; Foolbox's search, so that both run the same attack
+    weak = foolbox_cw_search(AttackSettings(cw_steps=2, cw_binary_search_steps=1, cw_stepsize=0.01), 0.01)
     clean = predict_logits(teacher, x, CPU).argmax(1) == y
     fmodel = fb.PyTorchModel(teacher, bounds=(0, 1), device=CPU)
     raw = fb.attacks.L2CarliniWagnerAttack(binary_search_steps=1, steps=2, stepsize=0.01, initial_const=0.01)
