@@ -588,8 +588,9 @@ def demo_cmd(
     dataset: Dataset = "digits",
     epochs: Epochs = None,
     n: Annotated[
-        int | None, typer.Option("--n", help="Attack the first n test inputs (default: all).")
+        int | None, typer.Option("--n", help="Attack the first n test inputs (default: 120 in the demo).")
     ] = None,
+    jobs: Annotated[int, typer.Option("--jobs", help="Processes attacking the models at once.")] = 2,
     seed: Seed = 0,
     runs_dir: RunsDir = Path("runs"),
     results_dir: Annotated[
@@ -606,7 +607,7 @@ def demo_cmd(
 ) -> None:
     """The whole pipeline: teachers at T=1 and T, student at T, every attack, tables; the answer
     on one screen and summary.png."""
-    from .studies.demo import run_demo
+    from .studies.demo import DEMO_N, run_demo
 
     _fetch(download, dataset, data_dir)
     report = _call(
@@ -614,7 +615,8 @@ def demo_cmd(
         dataset=dataset,
         T=T,
         epochs=epochs,
-        n=n,
+        n=DEMO_N if n is None else n,
+        jobs=jobs,
         seed=seed,
         runs_dir=runs_dir,
         results_dir=results_dir,

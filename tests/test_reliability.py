@@ -533,3 +533,50 @@ def test_same_command_with_the_same_seed_gives_identical_tables(trained_runs, tm
         tables.append(pd.read_csv(results / "robustness.csv").drop(columns=["seconds"]).to_csv(index=False))
     assert tables[0] == tables[1]
     assert len(tables[0].splitlines()) == 1 + 5
+
+
+def test_a_corrupt_record_stops_tables_with_one_line_naming_the_file(tmp_path):
+    from defdistill.store.tables import record_rows
+
+    row = {"dataset": "digits", "model": "teacher-T1", "role": "teacher", "T": 1.0, "attack": "fgsm",
+           "norm": "linf", "eps": 0.1, "n": 10, "clean_acc": 1.0, "robust_acc": 0.5, "success_rate": 0.5,
+           "median_dist": 0.1, "seconds": 0.1}  # fmt: skip
+    record_rows(tmp_path, "robustness", [row])
+    record = next((tmp_path / "records" / "robustness").glob("*.json"))
+    record.write_text("{not json")
+    line = assert_one_line_error(invoke("tables", "--results-dir", tmp_path), record.name, "cannot be read")
+    assert "delete it" in line
+
+
+@pytest.mark.parametrize(
+    "change, fault",
+    [({"robust_acc": "lots"}, "robust_acc is 'lots', not a number"),
+     ({"n": -5}, "n is -5, not an integer >= 1"),
+     ({"success_rate": 1.5}, "success_rate is 1.5, outside [0, 1]"), ({"norm": "l7"}, "norm is 'l7'")],
+)  # fmt: skip
+def test_a_record_that_breaks_the_schema_is_refused_not_tabulated(tmp_path, change, fault):
+    import json
+
+    from defdistill.store.tables import record_rows
+
+    row = {"dataset": "digits", "model": "teacher-T1", "role": "teacher", "T": 1.0, "attack": "fgsm",
+           "norm": "linf", "eps": 0.1, "n": 10, "clean_acc": 1.0, "robust_acc": 0.5, "success_rate": 0.5,
+           "median_dist": 0.1, "seconds": 0.1}  # fmt: skip
+    record_rows(tmp_path, "robustness", [row])
+    record = next((tmp_path / "records" / "robustness").glob("*.json"))
+    record.write_text(json.dumps(json.loads(record.read_text()) | change))
+    assert_one_line_error(invoke("tables", "--results-dir", tmp_path), record.name, fault)
+
+
+def test_privacy_rejects_a_bad_seed_and_a_results_file_before_training(tmp_path):
+    import time
+
+    started = time.perf_counter()
+    assert_one_line_error(invoke("privacy", "--seed", "-1", "--runs-dir", tmp_path / "runs"), "--seed")
+    not_a_folder = tmp_path / "results.txt"
+    not_a_folder.write_text("x")
+    assert_one_line_error(
+        invoke("privacy", "--results-dir", not_a_folder, "--runs-dir", tmp_path / "runs"), "--results-dir"
+    )
+    assert not (tmp_path / "runs").exists()  # nothing trained or saved
+    assert time.perf_counter() - started < 5 * 2  # both refused within seconds

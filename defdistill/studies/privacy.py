@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checks import check_positive_int, check_shadows, check_temperatures
-from ..core.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..checks import check_positive_int, check_seed, check_shadows, check_temperatures
+from ..core.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, ensure_writable_dir
 from ..core.progress import SILENT, ProgressReporter
 from ..core.runtime import resolve_device, seed_everything
 from ..data.registry import DatasetSpec, get_dataset_spec, load_dataset
@@ -498,6 +498,8 @@ def run_privacy(
     LiRA shadows train on each B_k with labels). What the attacks score on it is the floor of a
     model without members. `control_only` trains the control alone (no teacher, no students).
     """
+    check_seed(seed)  # every input is checked before the first model trains
+    ensure_writable_dir(results_dir, "--results-dir")
     study = _prepare(
         dataset, temperatures, shadows, transfer_set, epochs, seed, data_dir, device, progress, control,
         control_only,
