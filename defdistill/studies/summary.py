@@ -116,6 +116,11 @@ def accuracy_lines(
                 if math.isclose(pp, 0.0, abs_tol=5e-4)
                 else f"{abs(pp):.3f} pp {where} {row['teacher']}"
             )
+            cost = row.get("cost_pp")
+            if cost is not None and not pd.isna(cost) and row.get("baseline") != row["teacher"]:
+                # Papernot et al.'s comparison: the cost against the undefended network
+                word = "below" if float(cost) > 0 else "above"
+                notes[model] += f"; {abs(float(cost)):.3f} pp {word} {row['baseline']}"
     width = max((len(m) for m in models), default=0)
     lines = ["Test accuracy"]
     for model in models:
