@@ -830,7 +830,12 @@ def compression_cmd(
 @app.command("report")
 def report_cmd(
     results_dir: ResultsDir = Path("results"),
-    eps: Annotated[float, typer.Option("--eps", help="L-inf budget of the success-against-T plot.")] = 0.3,
+    eps: Annotated[
+        float | None,
+        typer.Option(
+            "--eps", help="L-inf budget of the success-against-T plot (default: the dataset's headline)."
+        ),
+    ] = None,
     runs_dir: RunsDir = Path("runs"),
     doc: Annotated[
         list[Path] | None,

@@ -524,8 +524,8 @@ class _Records:
     privacy_found: list[str]  # datasets with privacy rows
 
 
-def _check_report_inputs(results_dir: Path, eps: float) -> None:
-    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and 0 < eps <= 1):
+def _check_report_inputs(results_dir: Path, eps: float | None) -> None:
+    if eps is not None and not (isinstance(eps, (int, float)) and math.isfinite(eps) and 0 < eps <= 1):
         raise DefdistillError(f"--eps must lie in (0, 1], got {eps}")
     if not (results_dir / RECORDS_DIR).is_dir():
         raise DefdistillError(
@@ -560,10 +560,16 @@ def _load_records(results_dir: Path, runs_dir: str | Path | None, datasets: list
     return _Records(all_robustness, robustness, all_gaps, gaps, privacy, found, privacy_found)
 
 
+def _headline_eps(dataset: str) -> float:
+    from .data.registry import DATASETS
+
+    return DATASETS[dataset].headline_eps if dataset in DATASETS else DEFAULT_REPORT_EPS
+
+
 def write_report(
     results_dir: str | Path = "results",
     *,
-    eps: float = DEFAULT_REPORT_EPS,
+    eps: float | None = None,
     datasets: list[str] | None = None,
     runs_dir: str | Path | None = None,
     docs: Sequence[str | Path] = (),
@@ -573,7 +579,9 @@ def write_report(
     First the accuracy_gap rows get their cost against teacher-T1 (`refresh_accuracy_baselines`:
     from `runs_dir` when given, else from the rows themselves). `docs` (README.md,
     REPRODUCTION.md) have their generated blocks that name this results folder rewritten from
-    the tables (`defdistill.studies.claims`).
+    the tables (`defdistill.studies.claims`). `eps` (default: each dataset's headline budget,
+    DatasetSpec.headline_eps, one at which random noise fools the undefended network on under
+    10% of inputs) is the budget of the success-against-T table and plot.
     """
     results_dir = Path(results_dir)
     _check_report_inputs(results_dir, eps)
@@ -592,7 +600,8 @@ def write_report(
             "",
         ]
     for dataset in found:
-        lines += _dataset_section(records, dataset, eps, results_dir, plots, notes)
+        budget = eps if eps is not None else _headline_eps(dataset)
+        lines += _dataset_section(records, dataset, budget, results_dir, plots, notes)
     if found:
         lines += diagnosis_section(results_dir, found)
     if not records.robustness.empty and found:
