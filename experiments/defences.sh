@@ -26,6 +26,7 @@ args=(--dataset "$dataset" --eps "${EPS:-$DEFAULT_EPS}" --attacks "${ATTACKS:-fg
 if [[ -n "$EPOCHS" ]]; then args+=(--epochs "$EPOCHS"); fi
 if [[ -n "$N_INPUTS" ]]; then args+=(--n "$N_INPUTS"); fi
 
+DEFDISTILL="$(find_defdistill)"
 echo "== $dataset: defences (epochs ${EPOCHS:-recipe}, n ${N_INPUTS:-all})"
 "$DEFDISTILL" defences "${args[@]}"
 echo "== $dataset defences done in $((SECONDS - started)) s: $RESULTS_DIR/defences.md"
