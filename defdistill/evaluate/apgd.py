@@ -15,20 +15,19 @@ import functools
 import math
 import os
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import torch
 from torch import Tensor
 
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
-import eagerpy as ep  # noqa: E402
-import foolbox as fb  # noqa: E402
+
+from .adapter import Forward, TorchFixedEpsilonAttack  # noqa: E402
 
 __all__ = ["APGD", "APGDT", "apgd_attack", "apgd_targeted", "dlr_loss", "dlr_targeted_loss"]
 
 T = TypeVar("T")
-Forward = Callable[[Tensor], Tensor]
 
 NORMS = ("linf", "l2")
 UNTARGETED_LOSSES = ("ce", "dlr")
@@ -402,30 +401,7 @@ def apgd_targeted(
 # --- Foolbox 3 adapters ---------------------------------------------------------------------
 
 
-def _unwrap(model: Any, inputs: Any, criterion: Any) -> tuple[Tensor, Tensor, Any, Forward, float, float]:
-    """Raw torch inputs scaled to [0, 1], labels, restore_type, a [0, 1] forward, bounds."""
-    x_ep, restore_type = ep.astensor_(inputs)
-    criterion = fb.attacks.base.get_criterion(criterion)
-    if not isinstance(criterion, fb.criteria.Misclassification):
-        raise ValueError(f"only the Misclassification criterion is supported, got {criterion!r}")
-    lower, upper = (float(b) for b in model.bounds)
-    scale = upper - lower
-    x = (x_ep.raw - lower) / scale
-    y = criterion.labels.raw
-
-    def forward(t: Tensor) -> Tensor:
-        return model(ep.astensor(lower + scale * t)).raw
-
-    return x, y, restore_type, forward, lower, scale
-
-
-def _generator(seed: int | None, like: Tensor) -> torch.Generator | None:
-    if seed is None:
-        return None
-    return torch.Generator(device=like.device).manual_seed(seed)
-
-
-class APGD(fb.attacks.base.FixedEpsilonAttack):
+class APGD(TorchFixedEpsilonAttack):
     """APGD-CE / APGD-DLR (Croce & Hein 2020, https://arxiv.org/abs/2003.01690) for Foolbox 3.
 
     Distance: ``fb.distances.linf`` (norm "linf") or ``fb.distances.l2`` (norm "l2").
@@ -461,30 +437,16 @@ class APGD(fb.attacks.base.FixedEpsilonAttack):
         self.rho = rho
         self.seed = seed
 
-    @property
-    def distance(self) -> fb.distances.Distance:
-        return fb.distances.linf if self.norm == "linf" else fb.distances.l2
-
-    def run(self, model: Any, inputs: T, criterion: Any, *, epsilon: float, **kwargs: Any) -> T:
-        fb.attacks.base.raise_if_kwargs(kwargs)
-        x, y, restore_type, forward, lower, scale = _unwrap(model, inputs, criterion)
-        adv = apgd_attack(
-            forward,
-            x,
-            y,
-            eps=epsilon / scale,
-            norm=self.norm,
-            loss=self.loss,
-            steps=self.steps,
-            restarts=self.restarts,
-            rho=self.rho,
-            generator=_generator(self.seed, x),
-        )
-        result: T = restore_type(ep.astensor(lower + scale * adv))
-        return result
+    def attack(
+        self, forward: Forward, x: Tensor, y: Tensor, eps: float, generator: torch.Generator | None
+    ) -> Tensor:
+        return apgd_attack(
+            forward, x, y, eps=eps, norm=self.norm, loss=self.loss, steps=self.steps, restarts=self.restarts,
+            rho=self.rho, generator=generator,
+        )  # fmt: skip
 
 
-class APGDT(fb.attacks.base.FixedEpsilonAttack):
+class APGDT(TorchFixedEpsilonAttack):
     """APGD-T (Croce & Hein 2020, https://arxiv.org/abs/2003.01690) for Foolbox 3: untargeted
     robustness by targeted-DLR runs toward the top ``n_target_classes`` other classes.
 
@@ -524,25 +486,10 @@ class APGDT(fb.attacks.base.FixedEpsilonAttack):
         self.loss = loss
         self.seed = seed
 
-    @property
-    def distance(self) -> fb.distances.Distance:
-        return fb.distances.linf if self.norm == "linf" else fb.distances.l2
-
-    def run(self, model: Any, inputs: T, criterion: Any, *, epsilon: float, **kwargs: Any) -> T:
-        fb.attacks.base.raise_if_kwargs(kwargs)
-        x, y, restore_type, forward, lower, scale = _unwrap(model, inputs, criterion)
-        adv = apgd_targeted(
-            forward,
-            x,
-            y,
-            eps=epsilon / scale,
-            norm=self.norm,
-            steps=self.steps,
-            restarts=self.restarts,
-            rho=self.rho,
-            n_target_classes=self.n_target_classes,
-            loss=self.loss,
-            generator=_generator(self.seed, x),
-        )
-        result: T = restore_type(ep.astensor(lower + scale * adv))
-        return result
+    def attack(
+        self, forward: Forward, x: Tensor, y: Tensor, eps: float, generator: torch.Generator | None
+    ) -> Tensor:
+        return apgd_targeted(
+            forward, x, y, eps=eps, norm=self.norm, steps=self.steps, restarts=self.restarts, rho=self.rho,
+            n_target_classes=self.n_target_classes, loss=self.loss, generator=generator,
+        )  # fmt: skip

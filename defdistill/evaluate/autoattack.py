@@ -14,10 +14,9 @@ from typing import Any
 import torch
 
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-import eagerpy as ep  # noqa: E402
-import foolbox as fb  # noqa: E402
 
-from .apgd import _generator, _unwrap, apgd_attack, apgd_targeted  # noqa: E402
+from .adapter import Forward, TorchFixedEpsilonAttack  # noqa: E402
+from .apgd import apgd_attack, apgd_targeted  # noqa: E402
 from .square import square_attack  # noqa: E402
 
 AUTOATTACK_VERSION = "standard: apgd-ce, apgd-t (9 targets), square; no fab-t"
@@ -59,7 +58,7 @@ def autoattack(
     return adversarial
 
 
-class AutoAttack(fb.attacks.base.FixedEpsilonAttack):
+class AutoAttack(TorchFixedEpsilonAttack):
     """`autoattack` for Foolbox 3 (keyword-only: norm, steps, n_target_classes, square_queries, seed)."""
 
     def __init__(
@@ -74,16 +73,10 @@ class AutoAttack(fb.attacks.base.FixedEpsilonAttack):
         self.norm, self.steps, self.n_target_classes = norm, steps, n_target_classes
         self.square_queries, self.seed = square_queries, seed
 
-    @property
-    def distance(self) -> fb.distances.Distance:
-        return fb.distances.linf if self.norm == "linf" else fb.distances.l2
-
-    def run(self, model: Any, inputs: Any, criterion: Any, *, epsilon: float, **kwargs: Any) -> Any:
-        fb.attacks.base.raise_if_kwargs(kwargs)
-        x, y, restore_type, forward, lower, scale = _unwrap(model, inputs, criterion)
-        adv = autoattack(
-            forward, x, y, eps=epsilon / scale, norm=self.norm, steps=self.steps,
-            n_target_classes=self.n_target_classes, square_queries=self.square_queries,
-            generator=_generator(self.seed, x),
+    def attack(
+        self, forward: Forward, x: torch.Tensor, y: torch.Tensor, eps: float, generator: Any
+    ) -> torch.Tensor:
+        return autoattack(
+            forward, x, y, eps=eps, norm=self.norm, steps=self.steps, n_target_classes=self.n_target_classes,
+            square_queries=self.square_queries, generator=generator,
         )  # fmt: skip
-        return restore_type(ep.astensor(lower + scale * adv))

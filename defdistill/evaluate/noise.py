@@ -14,10 +14,8 @@ from typing import Any
 import torch
 
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-import eagerpy as ep  # noqa: E402
-import foolbox as fb  # noqa: E402
 
-from .apgd import _generator, _unwrap  # noqa: E402
+from .adapter import Forward, TorchFixedEpsilonAttack  # noqa: E402
 
 
 def random_noise_attack(
@@ -59,7 +57,7 @@ def random_noise_attack(
     return adversarial
 
 
-class RandomNoise(fb.attacks.base.FixedEpsilonAttack):
+class RandomNoise(TorchFixedEpsilonAttack):
     """`random_noise_attack` for Foolbox 3 (keyword-only: norm, draws, seed)."""
 
     def __init__(self, *, norm: str = "linf", draws: int = 100, seed: int | None = 0) -> None:
@@ -69,15 +67,9 @@ class RandomNoise(fb.attacks.base.FixedEpsilonAttack):
             raise ValueError(f"draws must be >= 1, got {draws}")
         self.norm, self.draws, self.seed = norm, draws, seed
 
-    @property
-    def distance(self) -> fb.distances.Distance:
-        return fb.distances.linf if self.norm == "linf" else fb.distances.l2
-
-    def run(self, model: Any, inputs: Any, criterion: Any, *, epsilon: float, **kwargs: Any) -> Any:
-        fb.attacks.base.raise_if_kwargs(kwargs)
-        x, y, restore_type, forward, lower, scale = _unwrap(model, inputs, criterion)
-        adv = random_noise_attack(
-            forward, x, y, eps=epsilon / scale, norm=self.norm, draws=self.draws,
-            generator=_generator(self.seed, x),
-        )  # fmt: skip
-        return restore_type(ep.astensor(lower + scale * adv))
+    def attack(
+        self, forward: Forward, x: torch.Tensor, y: torch.Tensor, eps: float, generator: Any
+    ) -> torch.Tensor:
+        return random_noise_attack(
+            forward, x, y, eps=eps, norm=self.norm, draws=self.draws, generator=generator
+        )

@@ -13,21 +13,19 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import torch
 from torch import Tensor
 
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
-import eagerpy as ep  # noqa: E402
-import foolbox as fb  # noqa: E402
+
+from .adapter import Forward, TorchFixedEpsilonAttack  # noqa: E402
 
 __all__ = ["Square", "margin_loss", "p_selection", "square_attack"]
 
 T = TypeVar("T")
-Forward = Callable[[Tensor], Tensor]
 NORMS = ("linf", "l2")
 
 
@@ -266,7 +264,7 @@ def square_attack(
     return adv
 
 
-class Square(fb.attacks.base.FixedEpsilonAttack):
+class Square(TorchFixedEpsilonAttack):
     """Square Attack (Andriushchenko et al. 2020, https://arxiv.org/abs/1912.00049) for Foolbox 3.
 
     Distance: ``fb.distances.linf`` (norm "linf") or ``fb.distances.l2`` (norm "l2").
@@ -293,33 +291,16 @@ class Square(fb.attacks.base.FixedEpsilonAttack):
         self.p_init = p_init
         self.seed = seed
 
-    @property
-    def distance(self) -> fb.distances.Distance:
-        return fb.distances.linf if self.norm == "linf" else fb.distances.l2
-
-    def run(self, model: Any, inputs: T, criterion: Any, *, epsilon: float, **kwargs: Any) -> T:
-        fb.attacks.base.raise_if_kwargs(kwargs)
-        x_ep, restore_type = ep.astensor_(inputs)
-        criterion = fb.attacks.base.get_criterion(criterion)
-        if not isinstance(criterion, fb.criteria.Misclassification):
-            raise ValueError(f"only the Misclassification criterion is supported, got {criterion!r}")
-        lower, upper = (float(b) for b in model.bounds)
-        scale = upper - lower
-        x = (x_ep.raw - lower) / scale
-
-        def forward(t: Tensor) -> Tensor:
-            return model(ep.astensor(lower + scale * t)).raw
-
-        generator = None if self.seed is None else torch.Generator(device=x.device).manual_seed(self.seed)
-        adv = square_attack(
+    def attack(
+        self, forward: Forward, x: Tensor, y: Tensor, eps: float, generator: torch.Generator | None
+    ) -> Tensor:
+        return square_attack(
             forward,
             x,
-            criterion.labels.raw,
-            eps=epsilon / scale,
+            y,
+            eps=eps,
             norm=self.norm,
             n_queries=self.n_queries,
             p_init=self.p_init,
             generator=generator,
         )
-        result: T = restore_type(ep.astensor(lower + scale * adv))
-        return result
