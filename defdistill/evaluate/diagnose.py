@@ -168,6 +168,20 @@ def _worst_excess(stronger: Rates, weaker: Rates) -> tuple[float, float | None]:
     return max(pairs) if pairs else (math.nan, None)
 
 
+def _comparison(
+    name: str, stronger: Rates, weaker: Rates, tolerance: float, pair: str, passed: str, failed: str
+) -> Check:
+    """A check that fails where `stronger` exceeds `weaker` by more than `tolerance` at some
+    shared budget. `passed` and `failed` are the detail texts, formatted with excess, at (the
+    budget), s and w (the two rates there, formatted)."""
+    excess, at = _worst_excess(stronger, weaker)
+    if at is None:
+        return _not_measured(name, f"{pair} share no budget")
+    ok = excess <= tolerance
+    words = {"excess": _fmt(excess), "at": at, "s": _fmt(stronger[at]), "w": _fmt(weaker[at])}
+    return Check(name, excess, ok, (passed if ok else failed).format(**words))
+
+
 def _not_measured(name: str, why: str) -> Check:
     """A check the figures cannot decide: no evidence either way, so it does not fail."""
     return Check(name, math.nan, True, f"not measured: {why}")
@@ -199,19 +213,11 @@ def check_softmax_saturated(saturated_fraction: float, th: Thresholds = Threshol
 
 def check_iterative_vs_single_step(fgsm: Rates, pgd: Rates, th: Thresholds = Thresholds()) -> Check:
     """Iterative PGD explores a superset of FGSM's one step: losing to it means the gradient misleads."""
-    name = "iterative_vs_single_step"
-    excess, at = _worst_excess(fgsm, pgd)
-    if at is None:
-        return _not_measured(name, "fgsm and pgd share no budget")
-    ok = excess <= th.tolerance
-    return Check(
-        name,
-        excess,
-        ok,
-        f"pgd at least as strong as fgsm at every eps (largest fgsm excess {_fmt(excess)} at eps {at})"
-        if ok
-        else f"single-step fgsm beats iterative pgd: {_fmt(fgsm[at])} vs {_fmt(pgd[at])} at eps {at}",
-    )
+    return _comparison(
+        "iterative_vs_single_step", fgsm, pgd, th.tolerance, "fgsm and pgd",
+        "pgd at least as strong as fgsm at every eps (largest fgsm excess {excess} at eps {at})",
+        "single-step fgsm beats iterative pgd: {s} vs {w} at eps {at}",
+    )  # fmt: skip
 
 
 def check_success_grows_with_eps(success: dict[str, Rates], th: Thresholds = Thresholds()) -> Check:
@@ -296,55 +302,31 @@ def check_long_vs_default_pgd(
 ) -> Check:
     """More steps and random restarts must not find much more: else the default attack had not
     converged, and its success understates what the budget allows."""
-    name = "long_vs_default_pgd"
-    gain, at = _worst_excess(long, default)
-    if at is None:
-        return _not_measured(name, "pgd-long and pgd share no budget")
-    ok = gain <= th.more_effort_gain
-    return Check(
-        name,
-        gain,
-        ok,
-        f"{how} adds {_fmt(gain)} to pgd at eps {at} ({_fmt(long[at])} vs {_fmt(default[at])})"
-        + ("" if ok else ": pgd has not converged"),
-    )
+    return _comparison(
+        "long_vs_default_pgd", long, default, th.more_effort_gain, "pgd-long and pgd",
+        how + " adds {excess} to pgd at eps {at} ({s} vs {w})",
+        how + " adds {excess} to pgd at eps {at} ({s} vs {w}): pgd has not converged",
+    )  # fmt: skip
 
 
 def check_noise_vs_white_box(noise: Rates, pgd: Rates, th: Thresholds = Thresholds()) -> Check:
     """Random noise within eps must not beat the white-box attack."""
-    name = "noise_vs_white_box"
-    excess, at = _worst_excess(noise, pgd)
-    if at is None:
-        return _not_measured(name, "noise and pgd share no budget")
-    ok = excess <= th.tolerance
-    return Check(
-        name,
-        excess,
-        ok,
-        f"random noise is never above white-box pgd (largest excess {_fmt(excess)} at eps {at})"
-        if ok
-        else f"random noise beats white-box pgd: {_fmt(noise[at])} vs {_fmt(pgd[at])} at eps {at}",
-    )
+    return _comparison(
+        "noise_vs_white_box", noise, pgd, th.tolerance, "noise and pgd",
+        "random noise is never above white-box pgd (largest excess {excess} at eps {at})",
+        "random noise beats white-box pgd: {s} vs {w} at eps {at}",
+    )  # fmt: skip
 
 
 def check_black_box_transfer(
     transfer: Rates, pgd: Rates, surrogate: str, th: Thresholds = Thresholds()
 ) -> Check:
     """An attacker who knows less (transfer from a surrogate) should not do better."""
-    name = "black_box_transfer"
-    excess, at = _worst_excess(transfer, pgd)
-    if at is None:
-        return _not_measured(name, "transfer and pgd share no budget")
-    ok = excess <= th.black_box_tolerance
-    return Check(
-        name,
-        excess,
-        ok,
-        f"transfer from {surrogate} is never far above white-box pgd (largest excess {_fmt(excess)})"
-        if ok
-        else f"black-box transfer from {surrogate} beats white-box pgd: "
-        f"{_fmt(transfer[at])} vs {_fmt(pgd[at])} at eps {at}",
-    )
+    return _comparison(
+        "black_box_transfer", transfer, pgd, th.black_box_tolerance, "transfer and pgd",
+        f"transfer from {surrogate} is never far above white-box pgd (largest excess {{excess}})",
+        f"black-box transfer from {surrogate} beats white-box pgd: {{s}} vs {{w}} at eps {{at}}",
+    )  # fmt: skip
 
 
 def check_black_box_decision(
@@ -352,40 +334,23 @@ def check_black_box_decision(
 ) -> Check:
     """A decision-based attack never sees a gradient: beating white-box PGD on the same inputs
     means the gradient misleads."""
-    name = "black_box_decision"
-    excess, at = _worst_excess(within, pgd)
-    if at is None:
-        return _not_measured(name, "hsj and pgd share no budget")
-    ok = excess <= th.black_box_tolerance
-    return Check(
-        name,
-        excess,
-        ok,
+    return _comparison(
+        "black_box_decision", within, pgd, th.black_box_tolerance, "hsj and pgd",
         f"decision-based hsj is never far above white-box pgd on the same first {n_inputs} inputs "
-        f"(largest excess {_fmt(excess)})"
-        if ok
-        else f"gradient-free hsj beats white-box pgd on the same first {n_inputs} inputs: "
-        f"{_fmt(within[at])} vs {_fmt(pgd[at])} at eps {at}",
-    )
+        "(largest excess {excess})",
+        f"gradient-free hsj beats white-box pgd on the same first {n_inputs} inputs: "
+        "{s} vs {w} at eps {at}",
+    )  # fmt: skip
 
 
 def check_margin_vs_cross_entropy(dlr: Rates, pgd: Rates, th: Thresholds = Thresholds()) -> Check:
     """APGD on the difference-of-logits ratio, invariant to the logits' scale, far above
     cross-entropy PGD: the model is robust to one loss, not to the perturbation."""
-    name = "margin_vs_cross_entropy"
-    excess, at = _worst_excess(dlr, pgd)
-    if at is None:
-        return _not_measured(name, "apgd-dlr and pgd share no budget")
-    ok = excess <= th.margin_gap
-    return Check(
-        name,
-        excess,
-        ok,
-        f"scale-invariant apgd-dlr is never far above cross-entropy pgd (largest excess {_fmt(excess)})"
-        if ok
-        else f"scale-invariant apgd-dlr beats cross-entropy pgd: {_fmt(dlr[at])} vs {_fmt(pgd[at])} "
-        f"at eps {at}",
-    )
+    return _comparison(
+        "margin_vs_cross_entropy", dlr, pgd, th.margin_gap, "apgd-dlr and pgd",
+        "scale-invariant apgd-dlr is never far above cross-entropy pgd (largest excess {excess})",
+        "scale-invariant apgd-dlr beats cross-entropy pgd: {s} vs {w} at eps {at}",
+    )  # fmt: skip
 
 
 def masking_checks(figures: Figures, thresholds: Thresholds = Thresholds()) -> list[Check]:
