@@ -444,16 +444,9 @@ class ARD:
         _check_logits(targets, labels, "ARD")
         teacher_logits = targets.detach()
         x_adv = _craft(
-            model,
-            self.craft_mode,
-            x,
-            labels,
-            eps=self.eps,
-            steps=self.steps,
-            step_size=self.step_size,
-            loss="ce",
-            start="uniform",
-        )
+            model, self.craft_mode, x, labels, eps=self.eps, steps=self.steps, step_size=self.step_size,
+            loss="ce", start="uniform",
+        )  # fmt: skip
         distill = _kl(model(x_adv), teacher_logits, self.kl_reduction, self.T)
         loss = self.alpha * self.T * self.T * distill
         if self.alpha < 1:
@@ -514,16 +507,9 @@ class RSLAD:
         _check_logits(targets, labels, "RSLAD")
         teacher_logits = targets.detach()
         x_adv = _craft(
-            model,
-            self.craft_mode,
-            x,
-            teacher_logits,
-            eps=self.eps,
-            steps=self.steps,
-            step_size=self.step_size,
-            loss="kl",
-            start="normal",
-        )
+            model, self.craft_mode, x, teacher_logits, eps=self.eps, steps=self.steps,
+            step_size=self.step_size, loss="kl", start="normal",
+        )  # fmt: skip
         robust = _kl(model(x_adv), teacher_logits, self.kl_reduction)
         natural = _kl(model(x), teacher_logits, self.kl_reduction)
         return self.robust_weight * robust + (1.0 - self.robust_weight) * natural
