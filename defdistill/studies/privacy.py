@@ -499,11 +499,11 @@ def run_privacy(
     model without members. `control_only` trains the control alone (no teacher, no students).
     """
     check_seed(seed)  # every input is checked before the first model trains
-    ensure_writable_dir(results_dir, "--results-dir")
     study = _prepare(
         dataset, temperatures, shadows, transfer_set, epochs, seed, data_dir, device, progress, control,
         control_only,
     )  # fmt: skip
+    ensure_writable_dir(results_dir, "--results-dir")
     started = time.perf_counter()
     trained = _train_targets(study)
     shadow_phi, shadow_sets = _shadow_scores(study, trained)
