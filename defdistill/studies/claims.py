@@ -87,7 +87,10 @@ class _Tables:
         if row is not None:
             return float(row["student_acc"])
         taught = self.gaps[self.gaps["teacher"] == model]
-        return float(taught["teacher_acc"].iloc[0]) if len(taught) else math.nan
+        if len(taught):
+            return float(taught["teacher_acc"].iloc[0])
+        baseline = self.gaps[self.gaps["baseline"] == model] if "baseline" in self.gaps else taught
+        return float(baseline["baseline_acc"].iloc[0]) if len(baseline) else math.nan
 
     def sweep_students(self) -> pd.DataFrame:
         named = [
