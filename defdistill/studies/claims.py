@@ -27,7 +27,7 @@ from ..core.fileio import atomic_write_text
 from ..core.stats import Differences
 from ..data.registry import get_dataset_spec
 from ..errors import DefdistillError
-from ..store.runs import format_T, run_name
+from ..store.runs import SURROGATE_NAME, format_T, run_name
 from ..store.tables import read_records, to_markdown
 
 BLOCK = re.compile(
@@ -376,7 +376,7 @@ def paper_comparison(results_dir: Path, dataset: str = "digits") -> str:
     t = _Tables(results_dir, dataset)
     _need(t, "paper-comparison")
     eps = headline_eps(dataset)
-    s1, s100 = run_name("student", 1), DEFENDED
+    s100 = DEFENDED
     row = t.gap_row(DEFENDED)
     students = t.sweep_students()
     if row is not None and pd.notna(row.get("cost_pp")):
@@ -402,7 +402,7 @@ def paper_comparison(results_dir: Path, dataset: str = "digits") -> str:
         for attack, name in (
             ("pgd-margin", "PGD on the CW margin"),
             ("pgd-t", "PGD on logits / T"),
-            ("transfer", f"transfer from {UNDEFENDED}"),
+            ("transfer", f"transfer from {SURROGATE_NAME}"),
         )
     )
     cw, hsj = _pct(t.success(s100, "cw", None)), _pct(t.success(s100, "hsj", None))
@@ -420,7 +420,7 @@ def paper_comparison(results_dir: Path, dataset: str = "digits") -> str:
         "cifar": "not run here (see the estimates below)",
         "cost": cost,
         "gradients": gradients,
-        "minimal": f"CW median L2 {_f(t.median_dist(s1, 'cw'), '.2f')} at T=1, "
+        "minimal": f"CW median L2 {_f(t.median_dist(UNDEFENDED, 'cw'), '.2f')} at T=1 ({UNDEFENDED}), "
         f"{_f(t.median_dist(s100, 'cw'), '.2f')} at T={format_T(DEFENDED_T)}",
         "jsma": f"JSMA-F {_pct(t.success(UNDEFENDED, 'jsma', None))} ({UNDEFENDED}) and "
         f"{_pct(t.success(s100, 'jsma', None))} ({s100}); JSMA-Z (logits) "
@@ -470,7 +470,7 @@ def student_success(results_dir: Path, dataset: str = "digits") -> str:
         ("pgd", "PGD (cross-entropy)"),
         ("pgd-margin", "PGD on the CW margin"),
         ("pgd-t", "PGD on logits / T"),
-        ("transfer", f"transfer from {UNDEFENDED}"),
+        ("transfer", f"transfer from {SURROGATE_NAME}"),
     ):
         cells = [_pct(t.success(run_name("student", T), attack, eps)) for T in temperatures]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
