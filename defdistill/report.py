@@ -608,6 +608,7 @@ def write_report(
         seeds = seed_robustness(results_dir)
         flags = per_input_worst_case(pd.concat([records.all_robustness, seeds], ignore_index=True))
         lines += small_budget_section(flags[flags["dataset"].isin(found)])
+        lines += seeds_section(pd.concat([records.all_robustness, seeds], ignore_index=True), found)
     if records.privacy_found:
         lines += privacy_section(records.privacy, records.privacy_found, results_dir, plots, notes)
     for name in EXTRA_TABLES:
@@ -1026,6 +1027,45 @@ def small_budget_section(
             "",
         ]
     return lines + small_budget_sentences(table, pair) + ["", to_markdown(table)]
+
+
+def seed_robust_accuracy(robustness: pd.DataFrame, models: Sequence[str] = SMALL_BUDGET_PAIR) -> pd.DataFrame:
+    """Per dataset, model and eps: the per-input worst-case robust accuracy over the attacks that
+    every seed ran (so that the seeds are comparable), as mean and sd over the seeds."""
+    if robustness.empty or "seed" not in robustness.columns:
+        return pd.DataFrame()
+    rows = robustness[robustness["model"].isin(models) & robustness["eps"].notna()]
+    rows = rows.assign(seed=rows["seed"].fillna(0).astype(int))
+    out = []
+    for dataset, group in rows.groupby("dataset"):
+        per_seed = group.groupby("seed")["attack"].agg(set)
+        if len(per_seed) < 2:
+            continue
+        common = sorted(set.intersection(*per_seed))
+        flags = per_input_worst_case(group[group["attack"].isin(common)])
+        robust = 1 - flags.groupby(["seed", "model", "eps"])["broken"].mean()
+        table = robust.groupby(["model", "eps"]).agg(["mean", "std", "count"]).reset_index()
+        table = table[table["count"] == len(per_seed)]
+        for r in table.itertuples(index=False):
+            out.append({"dataset": dataset, "model": r.model, "eps": r.eps, "seeds": int(r.count),
+                        "robust_acc_mean": r.mean, "robust_acc_sd": r.std, "attacks": "+".join(common)})  # fmt: skip
+    return pd.DataFrame(out)
+
+
+def seeds_section(robustness: pd.DataFrame, datasets: Sequence[str]) -> list[str]:
+    """REPORT.md's headline over seeds: worst-case robust accuracy, mean and sd."""
+    table = seed_robust_accuracy(robustness)
+    if table.empty:
+        return []
+    table = table[table["dataset"].isin(datasets)]
+    return [
+        "## Over seeds: worst-case robust accuracy, mean and sd",
+        "",
+        "Each seed trains its own teacher-T1 and student-T100 (experiments/seeds.sh); an input counts as "
+        "robust only if no attack in `attacks` (those every seed ran) broke it.",
+        "",
+        to_markdown(table),
+    ]
 
 
 # --- privacy over seeds -----------------------------------------------------------------------
