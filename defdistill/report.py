@@ -1047,8 +1047,10 @@ def seed_robust_accuracy(robustness: pd.DataFrame, models: Sequence[str] = SMALL
         table = robust.groupby(["model", "eps"]).agg(["mean", "std", "count"]).reset_index()
         table = table[table["count"] == len(per_seed)]
         for r in table.itertuples(index=False):
-            out.append({"dataset": dataset, "model": r.model, "eps": r.eps, "seeds": int(r.count),
-                        "robust_acc_mean": r.mean, "robust_acc_sd": r.std, "attacks": "+".join(common)})  # fmt: skip
+            out.append({
+                "dataset": dataset, "model": r.model, "eps": r.eps, "seeds": int(r.count),
+                "robust_acc_mean": r.mean, "robust_acc_sd": r.std, "attacks": "+".join(common),
+            })  # fmt: skip
     return pd.DataFrame(out)
 
 
