@@ -363,3 +363,31 @@ def test_privacy_over_seeds_is_judged_by_paired_differences(tmp_path: Path) -> N
         if line.startswith("| privacy-student-T1 | privacy-teacher | lira auc")
     ]
     assert len(paired) == 1 and "| 2 |" in paired[0]  # two seeds, paired
+
+
+def test_seeds_table_uses_only_the_attacks_every_seed_ran() -> None:
+    import pandas as pd
+
+    from defdistill.report import seed_robust_accuracy
+
+    def row(seed: int, model: str, attack: str, broken: str) -> dict:
+        dist = [0.1 if b == "1" else None for b in broken]
+        per_input = {"clean": "1111", "broken": broken, "dist": dist}
+        return {
+            "dataset": "digits",
+            "model": model,
+            "attack": attack,
+            "eps": 0.1,
+            "seed": seed,
+            "per_input": per_input,
+        }
+
+    rows = [
+        row(0, "teacher-T1", "pgd", "1000"),
+        row(0, "teacher-T1", "autoattack", "1111"),  # seed 0 alone ran it: left out
+        row(1, "teacher-T1", "pgd", "1100"),
+    ]
+    table = seed_robust_accuracy(pd.DataFrame(rows), models=["teacher-T1"])
+    (result,) = table.to_dict("records")
+    assert result["attacks"] == "pgd" and result["seeds"] == 2
+    assert result["robust_acc_mean"] == pytest.approx(0.625) and result["robust_acc_sd"] > 0
