@@ -403,7 +403,7 @@ def plain_robustness(
     with torch.inference_mode():
         fooled = model(adv).argmax(1) != y
     success = clean & fooled
-    distances = (adv - x).flatten(1).abs().amax(1)
+    distances = (adv.detach() - x).flatten(1).abs().amax(1)
     return {
         "robust_acc": float((clean & ~fooled).float().mean()),
         "success_rate": float(success.sum() / clean.sum()) if clean.any() else math.nan,
