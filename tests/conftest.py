@@ -21,7 +21,8 @@ FIXTURE_EPOCHS = 15
 _runner = CliRunner()
 
 # Whole modules of longer tests (sweeps, the privacy and defences studies, benchmarks, training
-# at scale), left out of `make test-fast`; single long tests elsewhere carry @pytest.mark.slow.
+# at scale), and every test that needs the trained digits models, are left out of
+# `make test-fast`; single long tests elsewhere carry @pytest.mark.slow.
 SLOW_MODULES = {
     "test_scaleout.py", "test_privacy.py", "test_defences.py", "test_benchmarks.py", "test_performance.py",
     "test_variants.py", "test_presets.py",
@@ -30,7 +31,7 @@ SLOW_MODULES = {
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if item.path.name in SLOW_MODULES:
+        if item.path.name in SLOW_MODULES or "trained_runs" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
 
 
