@@ -533,8 +533,8 @@ def temperature_findings(results_dir: Path, dataset: str = "digits") -> str:
             text.append(
                 f"At the small budget eps {small:g} the worst case over the L-inf attacks (`worst_case.csv`, "
                 f"`{col}`) "
-                f"{change}. Whether such a difference exceeds the noise of one seed is for a paired, "
-                "per-input test (REPORT.md, Small budgets) once the records hold per-input outcomes."
+                f"{change}. Whether such a difference exceeds the noise of one seed is for the paired, "
+                "per-input test over seeds in REPORT.md (Small budgets)."
             )
     text.append(
         f"The teacher trained at T={format_T(DEFENDED_T)} and attacked at T=1 behaves like the student "

@@ -98,11 +98,12 @@ def run_demo(
     for model_notes, diagnosis in _evaluate_all(demo, runs, jobs):
         notes.extend(n for n in model_notes if n not in notes)
         diagnoses.append(diagnosis)
-    if demo.strongest and demo.settings.square_queries != AttackSettings().square_queries:
+    library_queries = AttackSettings().square_queries
+    if demo.strongest and demo.settings.square_queries != library_queries:
         notes.append(
             f"the demo attacks the first {demo.n} test inputs and runs AutoAttack's Square with "
-            f"{demo.settings.square_queries:,} queries (5,000 in the library): `defdistill attack --attacks "
-            "autoattack` evaluates a model in full"
+            f"{demo.settings.square_queries:,} queries ({library_queries:,} in the library): "
+            "`defdistill attack --attacks autoattack` evaluates a model in full"
         )
     tables = rebuild_tables(workspace.results_dir)
     return DemoReport(runs, tables, time.perf_counter() - started, notes, diagnoses, accuracy)
