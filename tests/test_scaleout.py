@@ -244,6 +244,8 @@ def test_sweep_refuses_runs_trained_with_other_settings(local_sweep):
         ("name: x\nstudy: privacy\nshadows: 1\n", "shadows must be 0 (no LiRA) or an integer >= 2"),
         ("name: x\nvariants: [{name: a, method: dark}]\n", "unknown variants.a.method dark"),
         ("name: x\nvariants: [{name: a}, {name: a}]\n", "variant names must differ"),
+        ("name: x\nattacks: [fgsm]\nattack_n: {cw: 10}\n", "attack_n names cw, which attacks does not list"),
+        ("name: x\nattacks: [fgsm]\nattack_n: {fgsm: 0}\n", "attack_n.fgsm must be an integer >= 1"),
     ],
 )
 def test_bad_sweep_specs_are_one_line_errors(tmp_path: Path, text: str, message: str):
@@ -374,6 +376,25 @@ def test_a_sweep_asking_for_another_n_measures_the_attacks_again(local_sweep, tm
         ["fgsm on teacher-T100", "fgsm on student-T100"],
     ]
     assert set(pd.read_csv(tmp_path / "results" / "robustness.csv")["n"]) == {50}
+
+
+def test_attack_n_runs_the_listed_attacks_on_the_first_inputs_and_counts_them_finished(
+    local_sweep, tmp_path: Path
+):
+    import pandas as pd
+
+    from defdistill.studies.sweep import run_sweep
+
+    root, _, _ = local_sweep
+    shutil.copytree(root / "runs", tmp_path / "runs")
+    shutil.copytree(root / "results", tmp_path / "results")
+    extra = {"attacks": ["fgsm", "pgd"], "attack_n": {"pgd": 20}, "temperatures": [100]}
+    spec = _write_spec(tmp_path / "tiny.yaml", tmp_path / "runs", tmp_path / "results", **extra)
+    result = run_sweep(spec, executor="local")
+    assert result.outcomes[0].done == ["pgd on teacher-T100", "pgd on student-T100"]  # fgsm: already there
+    rows = pd.read_csv(tmp_path / "results" / "robustness.csv").set_index(["model", "attack"])
+    assert rows.loc[("student-T100", "pgd"), "n"] == 20 and rows.loc[("student-T100", "fgsm"), "n"] == 60
+    assert run_sweep(spec, executor="local").already_done == ["digits-T100"]
 
 
 def test_a_spec_without_eps_takes_the_datasets_grid_and_variants_name_their_runs():

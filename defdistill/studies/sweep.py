@@ -73,6 +73,7 @@ class TemperatureConfig:
     eps: tuple[float, ...]
     n: int | None
     workspace: Workspace
+    attack_n: tuple[tuple[str, int], ...] = ()  # SweepSpec.attack_n, hashable
 
     @property
     def id(self) -> str:
@@ -176,6 +177,7 @@ def _temperature_config(spec: SweepSpec, T: float, workspace: Workspace) -> Temp
         sweep=spec.name, dataset=spec.dataset, T=T, students=spec.students_at(T), variants=spec.variants,
         training=Training(spec.seed, spec.epochs, spec.recipe, spec.amp, spec.num_workers),
         attacks=spec.attacks, eps=tuple(eps), n=spec.n, workspace=workspace,
+        attack_n=tuple(sorted(spec.attack_n.items())),
     )  # fmt: skip
 
 
@@ -215,10 +217,16 @@ def _test_size(dataset: str, data_dir: Path) -> int:
     return len(load_dataset(dataset, "test", data_dir)[1])
 
 
-def _expected_n(config: TemperatureConfig) -> int:
-    """The number of test inputs the attacks see: the spec's n, at most the test split."""
+def _expected_n(config: TemperatureConfig, attack: str | None = None) -> int:
+    """The number of test inputs `attack` sees (default: the others): the spec's n, or its
+    attack_n for that attack, at most the test split."""
     size = _test_size(config.dataset, config.workspace.data_dir)
-    return size if config.n is None else min(config.n, size)
+    n = size if config.n is None else min(config.n, size)
+    return min(n, _attack_n(config, attack) or n)
+
+
+def _attack_n(config: TemperatureConfig, attack: str | None) -> int | None:
+    return dict(config.attack_n).get(attack) if attack is not None else None
 
 
 def _expected_record(config: TemperatureConfig, attack: str, model_T: float) -> dict[str, Any]:
@@ -236,7 +244,7 @@ def _expected_record(config: TemperatureConfig, attack: str, model_T: float) -> 
     if spec.uses_surrogate:  # the digest names the surrogate and its seed, not its weights
         surrogate = Surrogate(SURROGATE_NAME, nn.Module(), seed=seed + SURROGATE_SEED_OFFSET)
         settings = replace(settings, surrogate=surrogate)
-    n = _expected_n(config)
+    n = _expected_n(config, attack)
     return {
         "n": min(n, settings.decision_n) if spec.subset else n,  # hsj: a subset
         "seed": seed,
@@ -392,13 +400,17 @@ def _attack_runs(config: TemperatureConfig, progress: ProgressReporter, outcome:
         _train_surrogate(config, progress, outcome)
     for model, missing in missing_by_model.items():
         outcome.skipped.extend(f"{a} on {model}" for a in config.attacks if a not in missing)
-        if not missing:
-            continue
-        attack_model(
-            model, dataset=config.dataset, attacks=missing, eps=list(config.eps), n=config.n,
-            seed=config.training.seed, runs_dir=w.runs_dir, results_dir=w.results_dir, data_dir=w.data_dir,
-            device=w.device, progress=progress, surrogate=SURROGATE_NAME,
-        )  # fmt: skip
+        groups: dict[int | None, list[str]] = {}  # attacks with the same number of inputs run together
+        for attack in missing:
+            k = _attack_n(config, attack)
+            n = config.n if k is None else (k if config.n is None else min(k, config.n))
+            groups.setdefault(n, []).append(attack)
+        for n, attacks in groups.items():
+            attack_model(
+                model, dataset=config.dataset, attacks=attacks, eps=list(config.eps), n=n,
+                seed=config.training.seed, runs_dir=w.runs_dir, results_dir=w.results_dir,
+                data_dir=w.data_dir, device=w.device, progress=progress, surrogate=SURROGATE_NAME,
+            )  # fmt: skip
         outcome.done.extend(f"{a} on {model}" for a in missing)
 
 

@@ -32,7 +32,7 @@ SWEEP_ATTACKS = (
 PRIVACY_TRANSFER_SETS = ("public", "noise")  # studies.privacy.TRANSFER_SETS
 # Keys that only one study reads: given to the other, they are an error, not silently ignored.
 STUDY_KEYS = {
-    "robustness": ("students", "variants", "recipe", "attacks", "eps", "n", "amp", "num_workers"),
+    "robustness": ("students", "variants", "recipe", "attacks", "eps", "n", "attack_n", "amp", "num_workers"),
     "privacy": ("shadows", "transfer_sets"),
 }
 VARIANT_NAME = re.compile(r"^[A-Za-z0-9_+=-][A-Za-z0-9._+=-]*$")
@@ -89,6 +89,9 @@ class SweepSpec:
     attacks: tuple[str, ...] = SWEEP_ATTACKS
     eps: tuple[float, ...] | None = None  # L-inf budgets; default: the dataset's grid
     n: int | None = None  # attack the first n test inputs (default: all)
+    # fewer inputs for the listed attacks (the first k of the same n): the saliency attacks
+    # cost about as much per input as all the others together
+    attack_n: dict[str, int] = field(default_factory=dict)
     shadows: int = 4  # privacy: shadow pipelines for LiRA (0: the threshold attacks only)
     transfer_sets: tuple[str, ...] = ("public",)  # privacy: one configuration each
     device: str = "auto"
@@ -217,6 +220,10 @@ def _parse_robustness(path: Path, values: dict[str, Any]) -> None:
         values["n"] = _check_int(path, "n", values["n"], 1)
     if "num_workers" in values:
         values["num_workers"] = _check_int(path, "num_workers", values["num_workers"], 0)
+    if values.get("attack_n") is not None:
+        values["attack_n"] = _parse_attack_n(path, values["attack_n"], values.get("attacks", SWEEP_ATTACKS))
+    else:
+        values.pop("attack_n", None)
     if "amp" in values:
         values["amp"] = _check_names(path, "amp", values["amp"], AMP_CHOICES)[0]
     if values.get("recipe") is not None:
@@ -225,6 +232,15 @@ def _parse_robustness(path: Path, values: dict[str, Any]) -> None:
         values["students"] = _parse_students(path, values["students"], values.get("temperatures"))
     if "variants" in values:
         values["variants"] = _parse_variants(path, values["variants"])
+
+
+def _parse_attack_n(path: Path, value: Any, attacks: Sequence[str]) -> dict[str, int]:
+    if not isinstance(value, dict):
+        raise _problem(path, f"attack_n must be a mapping of attack names to input counts, got {value!r}")
+    stray = [str(a) for a in value if a not in attacks]
+    if stray:
+        raise _problem(path, f"attack_n names {', '.join(stray)}, which attacks does not list")
+    return {str(a): _check_int(path, f"attack_n.{a}", k, 1) for a, k in value.items()}
 
 
 def _parse_students(
