@@ -827,6 +827,41 @@ def compression_cmd(
     out.print(f"{len(rows)} runs measured -> {results_dir / 'compression.csv'}", highlight=False)
 
 
+@app.command("gradients")
+def gradients_cmd(
+    models: Annotated[
+        str | None, typer.Option("--models", help="Comma-separated runs (default: every run of the dataset).")
+    ] = None,
+    n: Annotated[int | None, typer.Option("--n", help="Use the first n test inputs (default: all).")] = None,
+    dataset: Dataset = "digits",
+    runs_dir: RunsDir = Path("runs"),
+    results_dir: ResultsDir = Path("results"),
+    data_dir: DataDir = Path("data"),
+    device: Device = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Papernot et al.'s adversarial-gradient amplitude of each run (softmax, logits) -> results/gradients."""
+    from .evaluate.sensitivity import measure_gradients
+
+    rows = _call(
+        measure_gradients,
+        _names(models),
+        dataset=dataset,
+        n=n,
+        runs_dir=runs_dir,
+        results_dir=results_dir,
+        data_dir=data_dir,
+        device=device,
+        progress=_reporter(quiet),
+    )
+    if not quiet:
+        import pandas as pd
+
+        _print_frame("gradients", pd.DataFrame(rows), "gradients")
+    plural = "s" if len(rows) != 1 else ""
+    out.print(f"{len(rows)} run{plural} measured -> {results_dir / 'gradients.csv'}", highlight=False)
+
+
 @app.command("report")
 def report_cmd(
     results_dir: ResultsDir = Path("results"),

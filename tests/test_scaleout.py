@@ -163,6 +163,7 @@ def _write_spec(path: Path, runs: Path, results: Path, **extra) -> Path:
         "runs_dir": str(runs),
         "results_dir": str(results),
         "report": False,
+        "gradients": False,
         **extra,
     }
     path.write_text(yaml.safe_dump(spec))
@@ -246,6 +247,7 @@ def test_sweep_refuses_runs_trained_with_other_settings(local_sweep):
         ("name: x\nvariants: [{name: a}, {name: a}]\n", "variant names must differ"),
         ("name: x\nattacks: [fgsm]\nattack_n: {cw: 10}\n", "attack_n names cw, which attacks does not list"),
         ("name: x\nattacks: [fgsm]\nattack_n: {fgsm: 0}\n", "attack_n.fgsm must be an integer >= 1"),
+        ("name: x\ngradients: maybe\n", "gradients must be true or false"),
     ],
 )
 def test_bad_sweep_specs_are_one_line_errors(tmp_path: Path, text: str, message: str):
@@ -394,6 +396,23 @@ def test_attack_n_runs_the_listed_attacks_on_the_first_inputs_and_counts_them_fi
     assert result.outcomes[0].done == ["pgd on teacher-T100", "pgd on student-T100"]  # fgsm: already there
     rows = pd.read_csv(tmp_path / "results" / "robustness.csv").set_index(["model", "attack"])
     assert rows.loc[("student-T100", "pgd"), "n"] == 20 and rows.loc[("student-T100", "fgsm"), "n"] == 60
+    assert run_sweep(spec, executor="local").already_done == ["digits-T100"]
+
+
+def test_a_sweep_measures_the_gradient_amplitude_of_every_model_once(local_sweep, tmp_path: Path):
+    import pandas as pd
+
+    from defdistill.studies.sweep import run_sweep
+
+    root, _, _ = local_sweep
+    shutil.copytree(root / "runs", tmp_path / "runs")
+    shutil.copytree(root / "results", tmp_path / "results")
+    extra = {"gradients": True, "temperatures": [100]}
+    spec = _write_spec(tmp_path / "tiny.yaml", tmp_path / "runs", tmp_path / "results", **extra)
+    result = run_sweep(spec, executor="local")
+    assert result.outcomes[0].done == ["gradients of teacher-T100", "gradients of student-T100"]
+    rows = pd.read_csv(tmp_path / "results" / "gradients.csv")
+    assert list(rows["model"]) == ["teacher-T100", "student-T100"] and set(rows["n"]) == {60}
     assert run_sweep(spec, executor="local").already_done == ["digits-T100"]
 
 

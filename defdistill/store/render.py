@@ -29,6 +29,7 @@ DISPLAY_COLUMNS: dict[str, Sequence[str]] = {
     "diagnostics": ("model", "check", "value", "passed", "detail"),
     "privacy": ("model", "attack", "auc", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr", "advantage", "test_acc"),
     "compression": ("model", "arch", "params", "size_bytes", "us_per_input_b1", "clean_acc"),
+    "gradients": ("model", "n", "softmax_l1", "softmax_zero", "softmax_log10", "logits_l1"),
 }  # fmt: skip
 
 

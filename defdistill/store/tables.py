@@ -80,6 +80,15 @@ WORST_CASE_COLUMNS = (
 )  # fmt: skip
 WORST_CASE_KEY = ("dataset", "model", "norm", "eps", "n")
 
+# Papernot et al.'s adversarial-gradient amplitude per model (evaluate/sensitivity.py): the mean
+# over inputs of the softmax Jacobian's L1 norm in float32 (as an attack sees it), the share of
+# inputs where it is exactly zero, its exact log10 (mean and median), and the logits' beside it.
+GRADIENTS_COLUMNS = (
+    "dataset", "model", "role", "T", "n", "softmax_l1", "softmax_zero", "softmax_log10",
+    "softmax_log10_median", "logits_l1", "seconds",
+)  # fmt: skip
+GRADIENTS_KEY = ("dataset", "model")
+
 TEMPERATURE_COLUMNS = {"T", "teacher_T"}
 ROLE_RANK = {"teacher": 0, "student": 1}
 
@@ -90,6 +99,7 @@ TABLES: dict[str, tuple[Sequence[str], Sequence[str]]] = {
     "worst_case": (WORST_CASE_COLUMNS, WORST_CASE_KEY),
     "compression": (COMPRESSION_COLUMNS, COMPRESSION_KEY),
     "privacy": (PRIVACY_COLUMNS, PRIVACY_KEY),
+    "gradients": (GRADIENTS_COLUMNS, GRADIENTS_KEY),
 }
 SORT_ORDER: dict[str, Sequence[str]] = {
     "robustness": ("dataset", "T", "role", "model", "attack", "norm", "eps"),
@@ -98,6 +108,7 @@ SORT_ORDER: dict[str, Sequence[str]] = {
     "diagnostics": ("dataset", "model"),  # checks stay in record (alphabetical) order, the verdict last
     "compression": ("dataset", "role", "params", "model"),
     "privacy": ("dataset", "role", "T", "model", "attack"),
+    "gradients": ("dataset", "T", "role", "model"),
 }
 
 
@@ -150,6 +161,7 @@ RATE_FIELDS = frozenset({
     "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr", "advantage", "test_acc", "ensemble_success",
     "ensemble_robust_acc", "robust_acc_lo", "robust_acc_hi", "success_lo", "success_hi",
     "ensemble_robust_lo", "ensemble_robust_hi", "ensemble_success_lo", "ensemble_success_hi",
+    "softmax_zero",
 })  # fmt: skip
 COUNT_FIELDS = frozenset({"n", "n_members", "n_nonmembers"})
 RECORD_NORMS = frozenset({"linf", "l2", "l0"})
@@ -226,6 +238,8 @@ def format_value(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, float):
+        if value != 0 and abs(value) < 1e-4:  # a gradient amplitude of 1e-30 is not 0
+            return f"{value:.3g}"
         return f"{value:.4g}" if abs(value) >= 1000 else f"{value:.4f}".rstrip("0").rstrip(".") or "0"
     return str(value)
 
@@ -257,6 +271,8 @@ TITLES = {
     "next to the standard attacks' view (95% Wilson intervals)",
     "compression": "Compression: size, CPU latency per input and accuracy per model",
     "privacy": "Privacy: membership inference on the teacher's private members, per model and attack",
+    "gradients": "Gradient amplitude: mean L1 norm of the input Jacobian of the softmax (float32; "
+    "exact log10) and of the logits, per model (Papernot et al. 2016, Section V.B)",
 }
 
 

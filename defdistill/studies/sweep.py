@@ -74,6 +74,7 @@ class TemperatureConfig:
     n: int | None
     workspace: Workspace
     attack_n: tuple[tuple[str, int], ...] = ()  # SweepSpec.attack_n, hashable
+    gradients: bool = False
 
     @property
     def id(self) -> str:
@@ -177,7 +178,7 @@ def _temperature_config(spec: SweepSpec, T: float, workspace: Workspace) -> Temp
         sweep=spec.name, dataset=spec.dataset, T=T, students=spec.students_at(T), variants=spec.variants,
         training=Training(spec.seed, spec.epochs, spec.recipe, spec.amp, spec.num_workers),
         attacks=spec.attacks, eps=tuple(eps), n=spec.n, workspace=workspace,
-        attack_n=tuple(sorted(spec.attack_n.items())),
+        attack_n=tuple(sorted(spec.attack_n.items())), gradients=spec.gradients,
     )  # fmt: skip
 
 
@@ -313,9 +314,22 @@ def pending_steps(config: SweepConfig) -> list[str]:
         if not _trained(config, model, seed):
             steps.append(f"train {model}")
             steps.extend(f"{attack} on {model}" for attack in config.attacks)
+            steps.extend([f"gradients of {model}"] if config.gradients else [])
             continue
         steps.extend(f"{attack} on {model}" for attack in _missing_attacks(config, model))
+        steps.extend([f"gradients of {model}"] if _gradients_missing(config, model) else [])
     return steps
+
+
+def _gradients_missing(config: TemperatureConfig, model: str) -> bool:
+    """Whether the sweep measures gradients and `model` lacks a row on the sweep's inputs."""
+    from ..store.tables import read_record
+
+    if not config.gradients:
+        return False
+    key = {"dataset": config.dataset, "model": model}
+    record = read_record(config.workspace.results_dir, "gradients", key)
+    return record is None or record.get("n") != _expected_n(config)
 
 
 # --- one configuration ------------------------------------------------------------------------
@@ -414,6 +428,19 @@ def _attack_runs(config: TemperatureConfig, progress: ProgressReporter, outcome:
         outcome.done.extend(f"{a} on {model}" for a in missing)
 
 
+def _measure_gradients(config: TemperatureConfig, progress: ProgressReporter, outcome: ConfigOutcome) -> None:
+    from ..evaluate.sensitivity import measure_gradients
+
+    w = config.workspace
+    missing = [model for model in config.models if _gradients_missing(config, model)]
+    if missing:
+        measure_gradients(
+            missing, dataset=config.dataset, n=config.n, runs_dir=w.runs_dir, results_dir=w.results_dir,
+            data_dir=w.data_dir, device=w.device, progress=progress,
+        )  # fmt: skip
+    outcome.done.extend(f"gradients of {model}" for model in missing)
+
+
 def _run_privacy(config: PrivacyConfig, progress: ProgressReporter, outcome: ConfigOutcome) -> None:
     """The membership-inference study for one transfer set, unless its records are finished. The
     lock keeps two transfer sets, which share the study's teacher run, from writing it at once."""
@@ -447,6 +474,7 @@ def run_configuration(config: SweepConfig, *, progress: ProgressReporter = SILEN
         else:
             _train_runs(config, progress, outcome)
             _attack_runs(config, progress, outcome)
+            _measure_gradients(config, progress, outcome)
     except DefdistillError as exc:
         outcome.error = str(exc)
     except Exception as exc:  # a worker's unexpected failure is reported with the others

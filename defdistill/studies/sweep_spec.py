@@ -32,7 +32,18 @@ SWEEP_ATTACKS = (
 PRIVACY_TRANSFER_SETS = ("public", "noise")  # studies.privacy.TRANSFER_SETS
 # Keys that only one study reads: given to the other, they are an error, not silently ignored.
 STUDY_KEYS = {
-    "robustness": ("students", "variants", "recipe", "attacks", "eps", "n", "attack_n", "amp", "num_workers"),
+    "robustness": (
+        "students",
+        "variants",
+        "recipe",
+        "attacks",
+        "eps",
+        "n",
+        "attack_n",
+        "gradients",
+        "amp",
+        "num_workers",
+    ),
     "privacy": ("shadows", "transfer_sets"),
 }
 VARIANT_NAME = re.compile(r"^[A-Za-z0-9_+=-][A-Za-z0-9._+=-]*$")
@@ -92,6 +103,7 @@ class SweepSpec:
     # fewer inputs for the listed attacks (the first k of the same n): the saliency attacks
     # cost about as much per input as all the others together
     attack_n: dict[str, int] = field(default_factory=dict)
+    gradients: bool = True  # Papernot et al.'s gradient amplitude of every model (evaluate/sensitivity.py)
     shadows: int = 4  # privacy: shadow pipelines for LiRA (0: the threshold attacks only)
     transfer_sets: tuple[str, ...] = ("public",)  # privacy: one configuration each
     device: str = "auto"
@@ -220,6 +232,8 @@ def _parse_robustness(path: Path, values: dict[str, Any]) -> None:
         values["n"] = _check_int(path, "n", values["n"], 1)
     if "num_workers" in values:
         values["num_workers"] = _check_int(path, "num_workers", values["num_workers"], 0)
+    if "gradients" in values and not isinstance(values["gradients"], bool):
+        raise _problem(path, f"gradients must be true or false, got {values['gradients']!r}")
     if values.get("attack_n") is not None:
         values["attack_n"] = _parse_attack_n(path, values["attack_n"], values.get("attacks", SWEEP_ATTACKS))
     else:
