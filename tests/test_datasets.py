@@ -232,6 +232,90 @@ def test_truncated_idx_file_is_reported_not_misread(tmp_path: Path) -> None:
         load_dataset("mnist", "test", tmp_path)
 
 
+def _corrupt(raw: Path, name: str, fault: str) -> None:
+    path = raw / name
+    data = path.read_bytes()
+    if fault == "truncated":
+        path.write_bytes(data[:-100])
+    elif fault == "wrong magic":
+        path.write_bytes(bytes([0, 0, 0x0D]) + data[3:])  # 0x0D: float32, which MNIST never uses
+    elif fault == "label out of range":
+        path.write_bytes(data[:-1] + bytes([11]))
+    elif fault == "labels of another file":
+        labels = np.frombuffer(data, dtype=np.uint8, offset=8)
+        path.write_bytes(idx_bytes(labels[:-5]))
+
+
+@pytest.mark.parametrize(
+    ("name", "fault", "message"),
+    [
+        ("t10k-images-idx3-ubyte", "truncated", "truncated or damaged"),
+        ("t10k-labels-idx1-ubyte", "wrong magic", "is not an IDX file of unsigned bytes (header 00000d01)"),
+        ("t10k-labels-idx1-ubyte", "label out of range", "has label 11, but mnist has 10 classes"),
+        ("t10k-labels-idx1-ubyte", "labels of another file", "the two files do not belong together"),
+    ],
+)
+def test_damaged_idx_files_are_one_line_naming_the_file(tmp_path: Path, name: str, fault: str, message: str):
+    write_mnist(tmp_path)
+    raw = tmp_path / "MNIST" / "raw"
+    _corrupt(raw, name, fault)
+    done = invoke(
+        "train-teacher", "--dataset", "mnist", "--data-dir", tmp_path, "--runs-dir", tmp_path / "runs"
+    )
+    assert done.exit_code == 2
+    assert_one_line_error(done, str(raw / name), message)
+
+
+def test_an_official_size_file_with_other_bytes_fails_its_checksum(tmp_path: Path) -> None:
+    """A file holding the official 10,000 labels, one of them changed (still a valid digit):
+    only the official checksum can tell it from the real one."""
+    write_mnist(tmp_path)
+    raw = tmp_path / "MNIST" / "raw"
+    (raw / "t10k-images-idx3-ubyte").write_bytes(idx_bytes(np.zeros((10_000, 28, 28), dtype=np.uint8)))
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.arange(10_000, dtype=np.uint8) % 10))
+    done = invoke(
+        "train-teacher", "--dataset", "mnist", "--data-dir", tmp_path, "--runs-dir", tmp_path / "runs"
+    )
+    assert done.exit_code == 2
+    line = assert_one_line_error(done, str(raw / "t10k-images-idx3-ubyte"), "not the official content")
+    assert "expected 2646ac647ad5339dbf082846283269ea" in line and "fetch it again" in line
+
+
+SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+@pytest.mark.skipif(
+    not (SHARED_MNIST / "MNIST" / "raw").is_dir(),
+    reason="the official MNIST files are not in ../shared/datasets",
+)
+def test_the_official_mnist_files_load_and_pass_their_checksums() -> None:
+    x, y = load_dataset("mnist", "test", SHARED_MNIST)
+    assert x.shape == (10_000, 1, 28, 28) and float(x.min()) == 0 and float(x.max()) == 1
+    assert torch.bincount(y).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    x_train, y_train = load_dataset("mnist", "train", SHARED_MNIST)
+    assert x_train.shape == (60_000, 1, 28, 28) and torch.bincount(y_train).tolist()[1] == 6742
+
+
+@pytest.mark.skipif(
+    not (SHARED_MNIST / "MNIST" / "raw").is_dir(),
+    reason="the official MNIST files are not in ../shared/datasets",
+)
+def test_a_flipped_label_in_the_official_test_file_fails_its_checksum(tmp_path: Path) -> None:
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (raw / name).write_bytes(
+            gzip.decompress((SHARED_MNIST / "MNIST" / "raw" / f"{name}.gz").read_bytes())
+        )
+    labels = bytearray((raw / "t10k-labels-idx1-ubyte").read_bytes())
+    labels[8] = (labels[8] + 1) % 10  # the first label, 7, becomes 8: a mislabelled, in-range file
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(bytes(labels))
+    with pytest.raises(
+        DefdistillError, match="t10k-labels-idx1-ubyte has the official size but not the official"
+    ):
+        load_dataset("mnist", "test", tmp_path)
+
+
 # --- --download, with torchvision's downloader replaced (no network in tests) -------------------
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import math
 import os
 import pickle
@@ -43,8 +44,26 @@ def idx_names(split: str) -> tuple[str, str]:
 IDX_FILES = (*idx_names("train"), *idx_names("test"))
 
 
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file of unsigned bytes (raw, or gzip-compressed if it ends in .gz)."""
+# The MD5 of each official MNIST file's uncompressed bytes (LeCun et al.'s files, as torchvision
+# fetches them): a file whose header promises the official number of items must match it. Files
+# of another size (a subset a user made) are not the official ones and are not checked.
+OFFICIAL_IDX_MD5 = {
+    "MNIST": {
+        "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+        "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+        "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+        "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+    },
+}
+OFFICIAL_IDX_COUNT = {"train": 60_000, "t10k": 10_000}
+
+
+def read_idx(path: str | Path, *, official_md5: str | None = None) -> np.ndarray:
+    """Read an IDX file of unsigned bytes (raw, or gzip-compressed if it ends in .gz).
+
+    `official_md5`: the MD5 of the official file's uncompressed bytes; a file that holds the
+    official number of items but other bytes is refused.
+    """
     path = Path(path)
     try:
         if path.suffix == ".gz":
@@ -70,6 +89,15 @@ def read_idx(path: str | Path) -> np.ndarray:
             f"{path} holds {len(data) - header} bytes of data where its header {dims} promises {count} "
             "(truncated or damaged): delete it and fetch it again"
         )
+    prefix = path.name.split("-")[0]
+    if official_md5 is not None and dims[0] == OFFICIAL_IDX_COUNT.get(prefix):
+        found = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        if found != official_md5:
+            raise DefdistillError(
+                f"{path} has the official size but not the official content (MD5 of its uncompressed "
+                f"bytes {found}, expected {official_md5}): it is damaged or altered; delete it and "
+                f"fetch it again ({DOWNLOAD_HINT.removeprefix('or ')})"
+            )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 
@@ -105,7 +133,9 @@ def load_idx_split(
             f"missing: {', '.join(missing)}), {DOWNLOAD_HINT}"
         )
     image_path, label_path = found
-    images, labels = read_idx(image_path), read_idx(label_path)
+    checksums = OFFICIAL_IDX_MD5.get(folder, {})
+    images = read_idx(image_path, official_md5=checksums.get(names[0]))
+    labels = read_idx(label_path, official_md5=checksums.get(names[1]))
     if images.ndim != 3 or images.shape[1:] != image_size:
         raise DefdistillError(
             f"{image_path} holds images of shape {images.shape[1:]}, not {image_size}: "
