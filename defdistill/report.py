@@ -635,6 +635,7 @@ def _dataset_section(
     lines = [f"## {dataset}", ""]
     if not rows.empty:
         lines += _attack_section(rows, dataset, eps, results_dir, plots, notes)
+        lines += _papernot_section(rows, read_records(results_dir, "gradients"), dataset, results_dir, plots)
     if not gap.empty:
         lines += _gap_section(gap, dataset, results_dir, plots)
     compression = read_records(results_dir, "compression")
@@ -705,6 +706,121 @@ def _attack_section(
             to_markdown(distances),
         ]
     return lines
+
+
+# --- Papernot et al.'s measurements against T: gradient amplitude and minimal perturbation ---------
+
+PAPERNOT_COLUMNS = (
+    "T", "model", "jsma", "jsma-z", "softmax_log10", "softmax_zero", "logits_l1",
+    "jsma_pixels_pct", "jsma_all_pairs_pct", "jsma-z_pixels_pct", "cw_mean_l2",
+)  # fmt: skip
+
+
+def papernot_table(rows: pd.DataFrame, gradients: pd.DataFrame, dataset: str) -> pd.DataFrame | None:
+    """Per distilled network (student-T<T>, with teacher-T1 as the undistilled T=1 row): JSMA-F
+    and JSMA-Z success over (input, target) pairs, the softmax gradient's exact log10 amplitude,
+    the share of inputs where it is zero in float32, the logits' amplitude, and robustness as
+    the mean minimal perturbation: JSMA's share of pixels changed (successful pairs) and CW's L2."""
+    from .evaluate.attacks import AttackSettings
+
+    gamma = AttackSettings().jsma_gamma  # the most JSMA may change (the paper's 14.5%)
+    models = rows[(rows["role"] == "student") | (rows["model"] == run_name("teacher", 1))]
+    grads = gradients[gradients["dataset"] == dataset].set_index("model") if not gradients.empty else None
+    table = []
+    for model, group in models.groupby("model", sort=False):
+        by_attack = group.set_index("attack")
+        entry: dict[str, object] = {"T": float(group["T"].iloc[0]), "model": model}
+        for attack in ("jsma", "jsma-z"):
+            if attack in by_attack.index:
+                row = by_attack.loc[attack]
+                entry[attack] = float(row["success_rate"])
+                entry[f"{attack}_pixels_pct"] = 100 * float(row.get("mean_dist", math.nan))
+                if attack == "jsma":  # a failed pair counted at the most JSMA may change: a lower bound
+                    rate, reached = float(row["success_rate"]), float(row.get("mean_dist", math.nan))
+                    reached = 0.0 if math.isnan(reached) else reached
+                    entry["jsma_all_pairs_pct"] = 100 * (rate * reached + (1 - rate) * gamma)
+        if "cw" in by_attack.index:
+            entry["cw_mean_l2"] = float(by_attack.loc["cw"].get("mean_dist", math.nan))
+        if grads is not None and model in grads.index:
+            for column in ("softmax_log10", "softmax_zero", "logits_l1"):
+                entry[column] = float(grads.loc[model, column])
+        table.append(entry)
+    frame = pd.DataFrame(table).reindex(columns=list(PAPERNOT_COLUMNS))
+    frame = frame.dropna(how="all", subset=list(PAPERNOT_COLUMNS[2:]))
+    if frame.empty or frame[["jsma", "softmax_log10"]].isna().all().all():
+        return None  # CW alone is in the minimal-perturbation table already
+    frame["student"] = frame["model"].str.startswith("student")  # teacher-T1 before student-T1
+    return frame.sort_values(["T", "student"]).drop(columns="student").reset_index(drop=True)
+
+
+def plot_papernot(table: pd.DataFrame, dataset: str, path: Path) -> Path:
+    """Three panels against T: gradient amplitudes (log10), JSMA success, mean minimal perturbation."""
+    fig, axes = _figure(3, width=4.4)
+    table = table.sort_values("T")
+    temperatures = sorted(table["T"].unique())
+    amp, success, distortion = axes
+    if table["softmax_log10"].notna().any():
+        amp.plot(table["T"], table["softmax_log10"], marker="o", label="softmax (JSMA-F, FGSM)")
+        amp.plot(table["T"], np.log10(table["logits_l1"]), marker="s", label="logits (JSMA-Z, CW)")
+    amp.set_ylabel("log10 mean L1 norm of the input Jacobian")
+    amp.set_title(f"{dataset}: adversarial gradient amplitude", fontsize=10)
+    for attack, label in (("jsma", "JSMA-F (softmax)"), ("jsma-z", "JSMA-Z (logits)")):
+        if table[attack].notna().any():
+            success.plot(table["T"], table[attack], marker="o", label=label)
+    success.set_ylim(-0.03, 1.03)
+    success.set_ylabel("success over (input, target) pairs")
+    success.set_title(f"{dataset}: JSMA success (gamma 14.5%)", fontsize=10)
+    for column, label in (
+        ("jsma_all_pairs_pct", "JSMA-F, failures at 14.5%"),
+        ("jsma_pixels_pct", "JSMA-F, reached pairs"),
+        ("jsma-z_pixels_pct", "JSMA-Z, reached pairs"),
+    ):
+        if table[column].notna().any():
+            distortion.plot(table["T"], table[column], marker="o", label=label)
+    distortion.set_ylabel("mean minimal perturbation (% of pixels)")
+    distortion.set_title(f"{dataset}: robustness (Papernot's measure)", fontsize=10)
+    if table["cw_mean_l2"].notna().any():
+        l2 = distortion.twinx()
+        l2.plot(table["T"], table["cw_mean_l2"], marker="s", color="tab:red", label="CW: mean L2")
+        l2.set_ylabel("CW mean L2 distance")
+        l2.set_ylim(bottom=0)
+        l2.legend(fontsize=8, loc="lower right")
+    for ax in axes:
+        _temperature_axis(ax, temperatures)
+        if ax.lines:
+            ax.legend(fontsize=8, loc="best")
+    return _save(fig, path)
+
+
+def _papernot_section(
+    rows: pd.DataFrame, gradients: pd.DataFrame, dataset: str, results_dir: Path, plots: list[Path]
+) -> list[str]:
+    table = papernot_table(rows, gradients, dataset)
+    if table is None:
+        return []
+    path = plot_papernot(table, dataset, results_dir / f"papernot_{dataset}.png")
+    plots.append(path)
+    shown = table.copy()
+    shown["T"] = [format_T(t) for t in shown["T"]]
+    return [
+        "### Papernot et al.'s measurements against T, and what they miss",
+        "",
+        "Per distilled network (teacher-T1: no distillation). `jsma`, `jsma-z`: success over (input, "
+        "target) pairs, each correctly classified input towards the 9 other classes. `softmax_log10`: "
+        "the exact log10 of the mean L1 norm of the softmax's input Jacobian, the gradient JSMA-F and "
+        "FGSM follow (computed in log space: float arithmetic underflows first); `softmax_zero`: the "
+        "share of inputs where float32 makes it exactly zero; `logits_l1`: the same norm for the "
+        "logits, which JSMA-Z and CW follow ([gradients.md](gradients.md)). Robustness as the mean "
+        "minimal perturbation: JSMA's share of pixels changed over the pairs it reached "
+        "(`jsma_pixels_pct`), over all pairs with a failed one counted at the 14.5% JSMA may change "
+        "(`jsma_all_pairs_pct`, a lower bound that rises as JSMA-F fails), JSMA-Z's, and CW's mean L2. "
+        "A falling softmax amplitude beside a rising logits amplitude is gradient masking: "
+        "the network is no less sensitive, its softmax hides it.",
+        "",
+        f"![gradient amplitude, JSMA success and minimal perturbation against T, {dataset}]({path.name})",
+        "",
+        to_markdown(shown),
+    ]
 
 
 def _gap_section(gap: pd.DataFrame, dataset: str, results_dir: Path, plots: list[Path]) -> list[str]:

@@ -14,6 +14,7 @@ DOCS = {
     "README.md": {"measured-figures", "privacy-results"},
     "REPRODUCTION.md": {
         "paper-comparison",
+        "papernot-measurements",
         "student-success",
         "temperature-findings",
         "sweep-cost",

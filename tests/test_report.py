@@ -391,3 +391,34 @@ def test_seeds_table_uses_only_the_attacks_every_seed_ran() -> None:
     (result,) = table.to_dict("records")
     assert result["attacks"] == "pgd" and result["seeds"] == 2
     assert result["robust_acc_mean"] == pytest.approx(0.625) and result["robust_acc_sd"] > 0
+
+
+def test_papernot_section_puts_gradient_amplitude_and_jsma_distortion_against_T(tmp_path: Path) -> None:
+    fill_results(tmp_path)
+    jsma, grads = [], []
+    for T, success, log10, logits in (
+        (1.0, 0.9, -4.0, 30.0),
+        (10.0, 0.1, -57.0, 260.0),
+        (100.0, 0.0, -500.0, 2000.0),
+    ):
+        model = "teacher-T1" if T == 1 else f"student-T{T:g}"
+        role = "teacher" if T == 1 else "student"
+        base = {"dataset": "digits", "model": model, "role": role, "T": T, "norm": "l0", "eps": None,
+                "n": 100, "clean_acc": 1.0, "seconds": 1.0}  # fmt: skip
+        jsma.append(base | {"attack": "jsma", "success_rate": success, "robust_acc": 1 - success,
+                            "median_dist": 0.02, "mean_dist": 0.02 if success else None})  # fmt: skip
+        grads.append({"dataset": "digits", "model": model, "role": role, "T": T, "n": 100, "softmax_l1": 0.0,
+                      "softmax_zero": 0.5, "softmax_log10": log10, "softmax_log10_median": log10,
+                      "logits_l1": logits, "seconds": 1.0})  # fmt: skip
+    record_rows(tmp_path, "robustness", jsma)
+    record_rows(tmp_path, "gradients", grads)
+    result = write_report(tmp_path, eps=0.3)
+    section = result.report.read_text(encoding="utf-8").split("### Papernot et al.'s measurements")[1]
+    section = section.split("\n### ")[0]
+    assert "(papernot_digits.png)" in section and tmp_path / "papernot_digits.png" in result.plots
+    rows = [line for line in section.splitlines() if "teacher-T1 " in line or "student-T100 " in line]
+    # a failed JSMA pair counts at gamma: 0.9 x 2% + 0.1 x 14.5% = 3.25%; none reached at T=100: 14.5%
+    assert rows[0].startswith("| 1 | teacher-T1 | 0.9 |") and "| 3.25 |" in rows[0]
+    assert (
+        rows[1].startswith("| 100 | student-T100 | 0 |") and "| -500 |" in rows[1] and "| 14.5 |" in rows[1]
+    )

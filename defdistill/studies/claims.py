@@ -120,6 +120,11 @@ def _f(value: float, fmt: str = ".3f") -> str:
     )
 
 
+def _amount(value: float) -> str:
+    """A positive quantity to three significant figures, without an exponent: 33.8, 1,935."""
+    return _f(value, ",.0f" if value >= 100 else ".3g")
+
+
 def _need(tables: _Tables, what: str) -> None:
     if tables.robustness.empty and tables.gaps.empty:
         raise DefdistillError(f"no {tables.dataset} rows in {tables.results_dir} for the block {what}")
@@ -371,6 +376,90 @@ def _worst_words(results_dir: Path, dataset: str, models: Sequence[str], eps: fl
     return "; ".join(parts)
 
 
+def _papernot(results_dir: Path, dataset: str) -> pd.DataFrame | None:
+    from ..report import papernot_table
+
+    robustness = read_records(results_dir, "robustness")
+    rows = robustness[robustness["dataset"] == dataset]
+    rows = rows[[m == run_name(r, T) for m, r, T in zip(rows["model"], rows["role"], rows["T"], strict=True)]]
+    table = papernot_table(rows, read_records(results_dir, "gradients"), dataset)
+    return None if table is None else table.set_index("model")
+
+
+def _gradient_words(results_dir: Path, dataset: str) -> str:
+    """Papernot's gradient amplitude at T=1 and T=100, and the logits' beside it."""
+    table = _papernot(results_dir, dataset)
+    if table is None or not {UNDEFENDED, DEFENDED} <= set(table.index):
+        return "not measured (`defdistill gradients`)"
+    a, b = table.loc[UNDEFENDED], table.loc[DEFENDED]
+    if pd.isna(a["softmax_log10"]) or pd.isna(b["softmax_log10"]):
+        return "not measured (`defdistill gradients`)"
+    return (
+        f"softmax Jacobian 10^{a['softmax_log10']:.1f} ({UNDEFENDED}) and 10^{b['softmax_log10']:.0f} "
+        f"({DEFENDED}), smaller by a factor 10^{a['softmax_log10'] - b['softmax_log10']:.0f}; float32 "
+        f"makes it exactly zero on {_pct(b['softmax_zero'])} of inputs; the logits' Jacobian grows "
+        f"{b['logits_l1'] / a['logits_l1']:.0f}-fold ({_amount(a['logits_l1'])} to "
+        f"{_amount(b['logits_l1'])}): the network is more sensitive, its softmax hides it "
+        "(mean L1 norms, `gradients.csv`)"
+    )
+
+
+def _minimal_words(results_dir: Path, dataset: str) -> str:
+    """Papernot's robustness (mean JSMA distortion) at T=1 and T=100, and JSMA-Z's."""
+    table = _papernot(results_dir, dataset)
+    if table is None or not {UNDEFENDED, DEFENDED} <= set(table.index):
+        return "JSMA distortion not measured"
+    a, b = table.loc[UNDEFENDED], table.loc[DEFENDED]
+    if pd.isna(a["jsma_all_pairs_pct"]) or pd.isna(b["jsma_all_pairs_pct"]):
+        return "JSMA distortion not measured"
+    rise = 100 * (b["jsma_all_pairs_pct"] / a["jsma_all_pairs_pct"] - 1)
+    return (
+        f"JSMA-F pixels changed, a failed pair counted at 14.5%: {a['jsma_all_pairs_pct']:.1f}% to "
+        f"{b['jsma_all_pairs_pct']:.1f}% (+{rise:.0f}%), a rise made of JSMA-F's failures (it reaches "
+        f"{_pct(a['jsma'])} and {_pct(b['jsma'])} of the pairs); JSMA-Z, on the logits, reaches "
+        f"{_pct(a['jsma-z'])} and {_pct(b['jsma-z'])} of them, changing {a['jsma-z_pixels_pct']:.1f}% "
+        f"and {b['jsma-z_pixels_pct']:.1f}% of the pixels"
+    )
+
+
+def papernot_measurements(results_dir: Path, dataset: str = "digits") -> str:
+    """REPRODUCTION.md: JSMA success, gradient amplitude and minimal perturbation against T."""
+    table = _papernot(results_dir, dataset)
+    if table is None:
+        raise DefdistillError(
+            f"no {dataset} JSMA or gradient rows in {results_dir} for the block papernot-measurements"
+        )
+    table = table.reset_index()
+    columns = {
+        "T": "T",
+        "model": "model",
+        "jsma": "JSMA-F success",
+        "jsma-z": "JSMA-Z success",
+        "softmax_log10": "softmax gradient (log10)",
+        "softmax_zero": "zero in float32",
+        "logits_l1": "logits gradient",
+        "jsma_all_pairs_pct": "JSMA-F % pixels (failures at 14.5%)",
+        "jsma-z_pixels_pct": "JSMA-Z % pixels",
+        "cw_mean_l2": "CW mean L2",
+    }
+    lines = ["| " + " | ".join(columns.values()) + " |", "|" + " --- |" * len(columns)]
+    for _, r in table.iterrows():
+        cells = [
+            format_T(r["T"]),
+            r["model"],
+            _pct(r["jsma"]),
+            _pct(r["jsma-z"]),
+            _f(r["softmax_log10"], ".1f"),
+            _pct(r["softmax_zero"]),
+            _amount(r["logits_l1"]),
+            _f(r["jsma_all_pairs_pct"], ".2f"),
+            _f(r["jsma-z_pixels_pct"], ".2f"),
+            _f(r["cw_mean_l2"], ".3f"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def paper_comparison(results_dir: Path, dataset: str = "digits") -> str:
     """REPRODUCTION.md's table: the paper's figures beside this repository's, read from the tables."""
     t = _Tables(results_dir, dataset)
@@ -391,12 +480,9 @@ def paper_comparison(results_dir: Path, dataset: str = "digits") -> str:
     else:
         cost = "not recorded (accuracy_gap.csv lacks cost_pp: run `defdistill report --runs-dir runs`)"
     diagnosis = _diagnosis_words(results_dir, dataset)
-    gradients = (
-        f"{s100}: {diagnosis[s100]} (`defdistill diagnose`)"
-        if s100 in diagnosis
-        else "not in the committed tables (`defdistill diagnose` counts zero gradients and saturated "
-        "softmaxes)"
-    )
+    gradients = _gradient_words(results_dir, dataset)
+    if s100 in diagnosis:
+        gradients += f"; diagnosis of {s100}: {diagnosis[s100]} (`defdistill diagnose`)"
     logits = ", ".join(
         f"{name} {_pct(t.success(s100, attack, eps))}"
         for attack, name in (
@@ -420,7 +506,8 @@ def paper_comparison(results_dir: Path, dataset: str = "digits") -> str:
         "cifar": "not run here (see the estimates below)",
         "cost": cost,
         "gradients": gradients,
-        "minimal": f"CW median L2 {_f(t.median_dist(UNDEFENDED, 'cw'), '.2f')} at T=1 ({UNDEFENDED}), "
+        "minimal": _minimal_words(results_dir, dataset)
+        + f"; CW median L2 {_f(t.median_dist(UNDEFENDED, 'cw'), '.2f')} at T=1 ({UNDEFENDED}), "
         f"{_f(t.median_dist(s100, 'cw'), '.2f')} at T={format_T(DEFENDED_T)}",
         "jsma": f"JSMA-F {_pct(t.success(UNDEFENDED, 'jsma', None))} ({UNDEFENDED}) and "
         f"{_pct(t.success(s100, 'jsma', None))} ({s100}); JSMA-Z (logits) "
@@ -484,12 +571,16 @@ def temperature_findings(results_dir: Path, dataset: str = "digits") -> str:
     t = _Tables(results_dir, dataset)
     _need(t, "temperature-findings")
     eps, small = headline_eps(dataset), SMALL_EPS
-    s1, s100, t100 = run_name("student", 1), DEFENDED, run_name("teacher", DEFENDED_T)
+    s100, t100 = DEFENDED, run_name("teacher", DEFENDED_T)
+    # T=1: the student distilled at T=1 where the sweep made one, else the undistilled network
+    s1 = run_name("student", 1)
+    if not (t.robustness["model"] == s1).any():
+        s1 = UNDEFENDED
     worst = (
         pd.read_csv(results_dir / "worst_case.csv") if (results_dir / "worst_case.csv").is_file() else None
     )
     text = [
-        f"Student FGSM success at eps {eps:g} falls from {_pct(t.success(s1, 'fgsm', eps))} at T=1 to "
+        f"FGSM success at eps {eps:g} falls from {_pct(t.success(s1, 'fgsm', eps))} at T=1 ({s1}) to "
         f"{_pct(t.success(s100, 'fgsm', eps))} at T={format_T(DEFENDED_T)}, PGD's from "
         f"{_pct(t.success(s1, 'pgd', eps))} to {_pct(t.success(s100, 'pgd', eps))}.",
     ]
@@ -582,6 +673,7 @@ RENDERERS: dict[str, Callable[..., str]] = {
     "measured-figures": measured_figures,
     "privacy-results": privacy_results,
     "paper-comparison": paper_comparison,
+    "papernot-measurements": papernot_measurements,
     "student-success": student_success,
     "temperature-findings": temperature_findings,
     "sweep-cost": sweep_cost,
