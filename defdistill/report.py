@@ -1,13 +1,14 @@
 """`defdistill report`: PNG plots and results/REPORT.md from the tables in results/.
 
-Three figures per dataset, drawn with matplotlib's object API (Agg canvas, no pyplot state):
+Four figures per dataset, drawn with matplotlib's object API (Agg canvas, no pyplot state):
 - the success rate of each attack against the temperature T, for the students distilled at T
-  and for the teachers trained at T (Papernot et al. 2016, Figure 5, with FGSM, PGD and
-  Carlini-Wagner in place of the paper's JSMA) at one L-inf budget, 0.3 by default: the
-  customary MNIST budget (Madry et al. 2018), where the undefended network falls to every
-  gradient attack, so any drop with T is the defence's doing, or gradient masking;
+  and for the teachers trained at T (Papernot et al. 2016, Figure 5, with the gradient attacks
+  beside the paper's JSMA) at the dataset's headline L-inf budget, shaded with each rate's 95%
+  Wilson interval: any drop with T is the defence's doing, or gradient masking;
 - robust accuracy against epsilon, per model, for each attack that takes a budget, with the
   worst case over those attacks first;
+- Papernot et al.'s gradient amplitude, JSMA success and mean minimal perturbation against T,
+  with the logits' gradient, JSMA-Z and CW beside them;
 - test accuracy of teacher and student, and their gap in percentage points, against T.
 
 Only the runs the sweeps name (`teacher-T<T>`, `student-T<T>`) are plotted; every row is still
@@ -98,6 +99,14 @@ def _temperature_axis(ax, temperatures: list[float]) -> None:
     ax.grid(alpha=0.3)
 
 
+def _interval(ax, rows: pd.DataFrame, x: str, rate: str, colour, alpha: float = 0.15) -> None:
+    """Shade a rate's 95% Wilson interval (columns `<rate>_lo`, `<rate>_hi`) where the rows have it."""
+    lo, hi = f"{rate}_lo", f"{rate}_hi"
+    if lo in rows.columns and hi in rows.columns and rows[[lo, hi]].notna().all().all():
+        low, high = rows[lo].astype(float), rows[hi].astype(float)
+        ax.fill_between(rows[x], low, high, color=colour, alpha=alpha, linewidth=0)
+
+
 def choose_eps(rows: pd.DataFrame, eps: float) -> float | None:
     """`eps` if the bounded rows have it, else the largest budget below it (else the smallest)."""
     budgets = sorted({float(e) for e in rows["eps"].dropna()})
@@ -124,7 +133,8 @@ def plot_success_vs_T(rows: pd.DataFrame, dataset: str, eps: float, path: Path) 
             if at_eps.empty:
                 continue
             marker = MARKERS[len(ax.lines) % len(MARKERS)]  # overlapping lines stay distinguishable
-            ax.plot(at_eps["T"], at_eps["success_rate"], marker=marker, alpha=0.85, label=attack)
+            (line,) = ax.plot(at_eps["T"], at_eps["success_rate"], marker=marker, alpha=0.85, label=attack)
+            _interval(ax, at_eps, "T", "success", line.get_color())
         title = (
             "students (distilled at T, deployed at T=1)" if role == "student" else "teachers (trained at T)"
         )
@@ -164,6 +174,7 @@ def plot_robust_acc_vs_eps(rows: pd.DataFrame, bounded: list[str], dataset: str,
                 marker=".",
                 label=model,
             )
+            _interval(ax, group, "eps", "robust_acc", colour, alpha=0.08)
         ax.set_title(f"{dataset}: {title}", fontsize=10)
         ax.set_xlabel("L-inf budget eps")
         ax.set_ylabel("robust accuracy")

@@ -561,6 +561,7 @@ class AttackReport:
 
 def attack_model(
     model: str = "student",
+    *,
     dataset: str = "digits",
     attacks: Sequence[str] = ("fgsm", "pgd", "cw"),
     eps: Sequence[float] | None = None,

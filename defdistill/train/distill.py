@@ -511,6 +511,7 @@ def _distill_generation(
 
 def distill(
     dataset: str = "digits",
+    *,
     T: float | None = None,
     teacher: str | None = None,
     alpha: float | None = None,

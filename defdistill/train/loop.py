@@ -663,6 +663,7 @@ def finish_meta(meta: dict[str, Any], started: float, losses: list[float], test_
 
 def train_teacher(
     dataset: str = "digits",
+    *,
     T: float = 1.0,
     epochs: int | None = None,
     seed: int = 0,
