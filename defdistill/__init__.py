@@ -23,6 +23,7 @@ _PUBLIC = {
     "attack_model": "defdistill.evaluate.attacks",
     "run_attack": "defdistill.evaluate.attacks",
     "diagnose_model": "defdistill.evaluate.diagnose",
+    "measure_gradients": "defdistill.evaluate.sensitivity",
     "rebuild_tables": "defdistill.store.tables",
     "run_demo": "defdistill.studies.demo",
     "run_defences": "defdistill.studies.defences",
@@ -43,6 +44,7 @@ __all__ = [
     "attack_model",
     "run_attack",
     "diagnose_model",
+    "measure_gradients",
     "rebuild_tables",
     "run_demo",
     "run_defences",
@@ -58,6 +60,7 @@ if TYPE_CHECKING:
     from .errors import DefdistillError
     from .evaluate.attacks import attack_model, run_attack
     from .evaluate.diagnose import diagnose_model
+    from .evaluate.sensitivity import measure_gradients
     from .report import write_report
     from .store.runs import load_model, load_run
     from .store.tables import rebuild_tables
