@@ -9,7 +9,7 @@ saturates at T=1, and the amplitude falls by many orders of magnitude (their abs
 - `softmax_l1`: in float32, as an attack sees it (`softmax_zero`: the share of inputs where it
   is exactly zero, where a gradient attack has nothing to follow);
 - `softmax_log10`: its exact exponent, computed in log space (float arithmetic underflows long
-  before the true value, near 10^-1000 at T=100), averaged over the inputs;
+  before the true value, about 10^-500 on MNIST at T=100), averaged over the inputs;
 - `logits_l1`: the Jacobian of the logits Z (JSMA-Z's and Carlini-Wagner's): if it does not
   fall with T, the network is as sensitive as before and only its softmax hides it.
 """
