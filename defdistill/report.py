@@ -765,41 +765,55 @@ def papernot_table(rows: pd.DataFrame, gradients: pd.DataFrame, dataset: str) ->
 
 
 def plot_papernot(table: pd.DataFrame, dataset: str, path: Path) -> Path:
-    """Three panels against T: gradient amplitudes (log10), JSMA success, mean minimal perturbation."""
+    """Three panels against T: gradient amplitudes (log10), JSMA success, mean minimal perturbation.
+
+    The lines join the distilled networks (student-T<T>); the undistilled teacher-T1 is a
+    black star at T=1 on each, so that two networks at T=1 never draw a vertical segment."""
     fig, axes = _figure(3, width=4.4)
-    table = table.sort_values("T")
-    temperatures = sorted(table["T"].unique())
+    table = table.assign(log_logits=np.log10(table["logits_l1"].astype(float)))
+    baseline = table[table["model"] == run_name("teacher", 1)]
+    table = table[table["model"] != run_name("teacher", 1)].sort_values("T")
+    temperatures = sorted(set(table["T"]) | set(baseline["T"]))
     amp, success, distortion = axes
-    if table["softmax_log10"].notna().any():
-        amp.plot(table["T"], table["softmax_log10"], marker="o", label="softmax (JSMA-F, FGSM)")
-        amp.plot(table["T"], np.log10(table["logits_l1"]), marker="s", label="logits (JSMA-Z, CW)")
+
+    def draw(ax, column: str, label: str, **style) -> None:
+        if table[column].notna().any():
+            ax.plot(table["T"], table[column], marker=style.pop("marker", "o"), label=label, **style)
+        if not baseline.empty and baseline[column].notna().any():
+            ax.plot(baseline["T"], baseline[column], "*", color="black", markersize=10)
+
+    draw(amp, "softmax_log10", "softmax (JSMA-F, FGSM)")
+    draw(amp, "log_logits", "logits (JSMA-Z, CW)", marker="s")
     amp.set_ylabel("log10 mean L1 norm of the input Jacobian")
     amp.set_title(f"{dataset}: adversarial gradient amplitude", fontsize=10)
-    for attack, label in (("jsma", "JSMA-F (softmax)"), ("jsma-z", "JSMA-Z (logits)")):
-        if table[attack].notna().any():
-            success.plot(table["T"], table[attack], marker="o", label=label)
+    draw(success, "jsma", "JSMA-F (softmax)")
+    draw(success, "jsma-z", "JSMA-Z (logits)")
     success.set_ylim(-0.03, 1.03)
     success.set_ylabel("success over (input, target) pairs")
     success.set_title(f"{dataset}: JSMA success (gamma 14.5%)", fontsize=10)
-    for column, label in (
-        ("jsma_all_pairs_pct", "JSMA-F, failures at 14.5%"),
-        ("jsma_pixels_pct", "JSMA-F, reached pairs"),
-        ("jsma-z_pixels_pct", "JSMA-Z, reached pairs"),
-    ):
-        if table[column].notna().any():
-            distortion.plot(table["T"], table[column], marker="o", label=label)
+    draw(distortion, "jsma_all_pairs_pct", "JSMA-F, failures at 14.5%")
+    draw(distortion, "jsma_pixels_pct", "JSMA-F, reached pairs")
+    draw(distortion, "jsma-z_pixels_pct", "JSMA-Z, reached pairs")
     distortion.set_ylabel("mean minimal perturbation (% of pixels)")
     distortion.set_title(f"{dataset}: robustness (Papernot's measure)", fontsize=10)
-    if table["cw_mean_l2"].notna().any():
+    extra: list = []
+    if table["cw_mean_l2"].notna().any() or baseline["cw_mean_l2"].notna().any():
         l2 = distortion.twinx()
-        l2.plot(table["T"], table["cw_mean_l2"], marker="s", color="tab:red", label="CW: mean L2")
+        draw(l2, "cw_mean_l2", "CW: mean L2 (right axis)", marker="s", color="tab:red")
         l2.set_ylabel("CW mean L2 distance")
         l2.set_ylim(bottom=0)
-        l2.legend(fontsize=8, loc="lower right")
+        extra = l2.get_legend_handles_labels()[0]
     for ax in axes:
         _temperature_axis(ax, temperatures)
-        if ax.lines:
-            ax.legend(fontsize=8, loc="best")
+        handles = list(ax.get_legend_handles_labels()[0]) + (extra if ax is distortion else [])
+        if not baseline.empty:
+            from matplotlib.lines import Line2D
+
+            star = Line2D([], [], marker="*", color="black", linestyle="", markersize=10)
+            star.set_label(f"{run_name('teacher', 1)} (no distillation)")
+            handles.append(star)
+        if handles:  # the distortion panel's lines run along its top and bottom
+            ax.legend(handles=handles, fontsize=7, loc="center right" if ax is distortion else "best")
     return _save(fig, path)
 
 
