@@ -120,6 +120,13 @@ def _f(value: float, fmt: str = ".3f") -> str:
     )
 
 
+def _below(pp: float) -> str:
+    """An accuracy difference in words: "0.42 pp below", "0.02 pp above", "as accurate as"."""
+    if round(pp, 2) == 0:
+        return "as accurate as"
+    return f"{abs(pp):.2f} pp {'below' if pp > 0 else 'above'}"
+
+
 def _amount(value: float) -> str:
     """A positive quantity to three significant figures, without an exponent: 33.8, 1,935."""
     return _f(value, ",.0f" if value >= 100 else ".3g")
@@ -163,7 +170,7 @@ def measured_figures(results_dir: Path, dataset: str = "digits") -> str:
         lines.append(
             f"Test accuracy (`results/accuracy_gap.csv`): {UNDEFENDED} {_f(t.accuracy(UNDEFENDED), '.4f')}, "
             f"{teacher_T} {_f(t.accuracy(teacher_T), '.4f')}, {DEFENDED} {_f(t.accuracy(DEFENDED), '.4f')}. "
-            f"The student is {row['gap_pp']:.2f} pp below its T={format_T(DEFENDED_T)} teacher (`gap_pp`) "
+            f"The student is {_below(float(row['gap_pp']))} its T={format_T(DEFENDED_T)} teacher (`gap_pp`) "
             f"{cost}."
         )
         lines.append("")
