@@ -840,7 +840,7 @@ def _papernot_section(
         "(`jsma_pixels_pct`), over all pairs with a failed one counted at the 14.5% JSMA may change "
         "(`jsma_all_pairs_pct`, a lower bound that rises as JSMA-F fails), JSMA-Z's, and CW's mean L2. "
         "A falling softmax amplitude beside a rising logits amplitude is gradient masking: "
-        "the network is no less sensitive, its softmax hides it.",
+        "the softmax hides the gradient, not the decision boundary.",
         "",
         f"![gradient amplitude, JSMA success and minimal perturbation against T, {dataset}]({path.name})",
         "",

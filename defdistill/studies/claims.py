@@ -406,8 +406,8 @@ def _gradient_words(results_dir: Path, dataset: str) -> str:
         f"({DEFENDED}), smaller by a factor 10^{a['softmax_log10'] - b['softmax_log10']:.0f}; float32 "
         f"makes it exactly zero on {_pct(b['softmax_zero'])} of inputs; the logits' Jacobian grows "
         f"{b['logits_l1'] / a['logits_l1']:.0f}-fold ({_amount(a['logits_l1'])} to "
-        f"{_amount(b['logits_l1'])}): the network is more sensitive, its softmax hides it "
-        "(mean L1 norms, `gradients.csv`)"
+        f"{_amount(b['logits_l1'])}), as the logits do: the softmax hides the gradient, not the "
+        "decision boundary (mean L1 norms, `gradients.csv`)"
     )
 
 
