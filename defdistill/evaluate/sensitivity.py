@@ -31,8 +31,7 @@ from ..core.fileio import ensure_writable_dir
 from ..core.progress import SILENT, ProgressReporter
 from ..core.runtime import resolve_device
 from ..data.registry import load_dataset
-from ..errors import DefdistillError
-from ..store.runs import list_runs, load_run, resolve_model
+from ..store.runs import load_run, resolve_models
 from ..store.tables import record_rows
 
 
@@ -123,13 +122,7 @@ def measure_gradients(
     if n is not None:
         check_positive_int(n, "--n")
     ensure_writable_dir(results_dir, "--results-dir")
-    paths = (
-        [resolve_model(m, runs_dir, dataset) for m in models]
-        if models
-        else [ref.path for ref in list_runs(runs_dir, dataset)]
-    )
-    if not paths:
-        raise DefdistillError(f"no finished runs of {dataset} in {runs_dir}: train one first")
+    paths = resolve_models(models, runs_dir, dataset)
     x, _ = load_dataset(dataset, "test", data_dir)
     x = x[:n] if n is not None else x
     torch_device = resolve_device(device)

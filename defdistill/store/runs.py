@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -325,3 +326,19 @@ def resolve_model(spec: str, runs_dir: str | Path, dataset: str, T: float | None
         f"no run {spec!r} for dataset {dataset!r} in {runs_dir} (known: {known}): "
         "pass a role (teacher, student), a run name or a run directory"
     )
+
+
+def resolve_models(models: Sequence[str] | None, runs_dir: str | Path, dataset: str) -> list[Path]:
+    """Run directories of `models` (roles, run names or folders), or of every finished run of
+    `dataset` when none are named; finding none is an error."""
+    paths = (
+        [resolve_model(m, runs_dir, dataset) for m in models]
+        if models
+        else [ref.path for ref in list_runs(runs_dir, dataset)]
+    )
+    if not paths:
+        raise DefdistillError(
+            f"no runs of {dataset!r} in {Path(runs_dir) / dataset}: "
+            "train a teacher and distil a student first"
+        )
+    return paths

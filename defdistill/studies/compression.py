@@ -20,7 +20,7 @@ from ..core.progress import SILENT, ProgressReporter
 from ..data.registry import get_dataset_spec
 from ..errors import DefdistillError
 from ..models import ARCHITECTURES, build_model, count_parameters
-from ..store.runs import WEIGHTS_FILE, list_runs, load_run, resolve_model
+from ..store.runs import WEIGHTS_FILE, load_run, resolve_models
 from ..store.tables import record_rows
 
 LATENCY_BATCHES = (1, 256)
@@ -109,16 +109,7 @@ def measure_compression(
         raise DefdistillError(f"--repeats must be a positive integer, got {repeats}")
     if not isinstance(threads, int) or threads <= 0:
         raise DefdistillError(f"--threads must be a positive integer, got {threads}")
-    paths = (
-        [resolve_model(m, runs_dir, dataset) for m in models]
-        if models
-        else [ref.path for ref in list_runs(runs_dir, dataset)]
-    )
-    if not paths:
-        raise DefdistillError(
-            f"no runs of {dataset!r} in {Path(runs_dir) / dataset}: "
-            "train a teacher and distil a student first"
-        )
+    paths = resolve_models(models, runs_dir, dataset)
     rows = []
     with progress.task(f"{dataset} compression", len(paths)) as advance:
         for path in paths:
