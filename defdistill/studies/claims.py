@@ -383,24 +383,30 @@ def _worst_words(results_dir: Path, dataset: str, models: Sequence[str], eps: fl
     return "; ".join(parts)
 
 
-def _papernot(results_dir: Path, dataset: str) -> pd.DataFrame | None:
+def _papernot(t: _Tables) -> pd.DataFrame | None:
+    """report.papernot_table of the sweep's runs (teacher-T<T>, student-T<T>), indexed by model."""
     from ..report import papernot_table
 
-    robustness = read_records(results_dir, "robustness")
-    rows = robustness[robustness["dataset"] == dataset]
+    rows = t.robustness
     rows = rows[[m == run_name(r, T) for m, r, T in zip(rows["model"], rows["role"], rows["T"], strict=True)]]
-    table = papernot_table(rows, read_records(results_dir, "gradients"), dataset)
+    table = papernot_table(rows, read_records(t.results_dir, "gradients"), t.dataset)
     return None if table is None else table.set_index("model")
 
 
-def _gradient_words(results_dir: Path, dataset: str) -> str:
-    """Papernot's gradient amplitude at T=1 and T=100, and the logits' beside it."""
-    table = _papernot(results_dir, dataset)
+def _headline_pair(table: pd.DataFrame | None, column: str) -> tuple[pd.Series, pd.Series] | None:
+    """The rows of teacher-T1 and student-T100, when both have `column`."""
     if table is None or not {UNDEFENDED, DEFENDED} <= set(table.index):
-        return "not measured (`defdistill gradients`)"
+        return None
     a, b = table.loc[UNDEFENDED], table.loc[DEFENDED]
-    if pd.isna(a["softmax_log10"]) or pd.isna(b["softmax_log10"]):
+    return None if pd.isna(a[column]) or pd.isna(b[column]) else (a, b)
+
+
+def _gradient_words(table: pd.DataFrame | None) -> str:
+    """Papernot's gradient amplitude at T=1 and T=100, and the logits' beside it."""
+    pair = _headline_pair(table, "softmax_log10")
+    if pair is None:
         return "not measured (`defdistill gradients`)"
+    a, b = pair
     return (
         f"softmax Jacobian 10^{a['softmax_log10']:.1f} ({UNDEFENDED}) and 10^{b['softmax_log10']:.0f} "
         f"({DEFENDED}), smaller by a factor 10^{a['softmax_log10'] - b['softmax_log10']:.0f}; float32 "
@@ -411,14 +417,12 @@ def _gradient_words(results_dir: Path, dataset: str) -> str:
     )
 
 
-def _minimal_words(results_dir: Path, dataset: str) -> str:
+def _minimal_words(table: pd.DataFrame | None) -> str:
     """Papernot's robustness (mean JSMA distortion) at T=1 and T=100, and JSMA-Z's."""
-    table = _papernot(results_dir, dataset)
-    if table is None or not {UNDEFENDED, DEFENDED} <= set(table.index):
+    pair = _headline_pair(table, "jsma_all_pairs_pct")
+    if pair is None:
         return "JSMA distortion not measured"
-    a, b = table.loc[UNDEFENDED], table.loc[DEFENDED]
-    if pd.isna(a["jsma_all_pairs_pct"]) or pd.isna(b["jsma_all_pairs_pct"]):
-        return "JSMA distortion not measured"
+    a, b = pair
     rise = 100 * (b["jsma_all_pairs_pct"] / a["jsma_all_pairs_pct"] - 1)
     return (
         f"JSMA-F pixels changed, a failed pair counted at 14.5%: {a['jsma_all_pairs_pct']:.1f}% to "
@@ -431,7 +435,7 @@ def _minimal_words(results_dir: Path, dataset: str) -> str:
 
 def papernot_measurements(results_dir: Path, dataset: str = "digits") -> str:
     """REPRODUCTION.md: JSMA success, gradient amplitude and minimal perturbation against T."""
-    table = _papernot(results_dir, dataset)
+    table = _papernot(_Tables(results_dir, dataset))
     if table is None:
         raise DefdistillError(
             f"no {dataset} JSMA or gradient rows in {results_dir} for the block papernot-measurements"
@@ -487,7 +491,8 @@ def paper_comparison(results_dir: Path, dataset: str = "digits") -> str:
     else:
         cost = "not recorded (accuracy_gap.csv lacks cost_pp: run `defdistill report --runs-dir runs`)"
     diagnosis = _diagnosis_words(results_dir, dataset)
-    gradients = _gradient_words(results_dir, dataset)
+    papernot = _papernot(t)
+    gradients = _gradient_words(papernot)
     if s100 in diagnosis:
         gradients += f"; diagnosis of {s100}: {diagnosis[s100]} (`defdistill diagnose`)"
     logits = ", ".join(
@@ -513,7 +518,7 @@ def paper_comparison(results_dir: Path, dataset: str = "digits") -> str:
         "cifar": "not run here (see the estimates below)",
         "cost": cost,
         "gradients": gradients,
-        "minimal": _minimal_words(results_dir, dataset)
+        "minimal": _minimal_words(papernot)
         + f"; CW median L2 {_f(t.median_dist(UNDEFENDED, 'cw'), '.2f')} at T=1 ({UNDEFENDED}), "
         f"{_f(t.median_dist(s100, 'cw'), '.2f')} at T={format_T(DEFENDED_T)}",
         "jsma": f"JSMA-F {_pct(t.success(UNDEFENDED, 'jsma', None))} ({UNDEFENDED}) and "

@@ -414,11 +414,9 @@ def _attack_runs(config: TemperatureConfig, progress: ProgressReporter, outcome:
         _train_surrogate(config, progress, outcome)
     for model, missing in missing_by_model.items():
         outcome.skipped.extend(f"{a} on {model}" for a in config.attacks if a not in missing)
-        groups: dict[int | None, list[str]] = {}  # attacks with the same number of inputs run together
+        groups: dict[int, list[str]] = {}  # attacks with the same number of inputs run together
         for attack in missing:
-            k = _attack_n(config, attack)
-            n = config.n if k is None else (k if config.n is None else min(k, config.n))
-            groups.setdefault(n, []).append(attack)
+            groups.setdefault(_expected_n(config, attack), []).append(attack)
         for n, attacks in groups.items():
             attack_model(
                 model, dataset=config.dataset, attacks=attacks, eps=list(config.eps), n=n,
