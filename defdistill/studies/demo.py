@@ -148,7 +148,7 @@ def _train(demo: _Demo) -> tuple[list[RunResult], list[str]]:
     def teacher(T: float) -> RunResult:
         return train_teacher(
             demo.dataset, T=T, epochs=demo.epochs, seed=demo.seed, runs_dir=w.runs_dir,
-            data_dir=w.data_dir, device=w.device, progress=demo.progress,
+            data_dir=w.data_dir, device=w.device, progress=demo.progress, force=True,
         )  # fmt: skip
 
     trained = [teacher(1.0)]
@@ -157,12 +157,12 @@ def _train(demo: _Demo) -> tuple[list[RunResult], list[str]]:
     student = distill(
         demo.dataset, T=demo.T, teacher=run_name("teacher", demo.T), epochs=demo.epochs, seed=demo.seed,
         runs_dir=w.runs_dir, results_dir=w.results_dir, data_dir=w.data_dir, device=w.device,
-        progress=demo.progress,
+        progress=demo.progress, force=True,
     )  # fmt: skip
     trained.append(student)
     train_surrogate(  # the transfer attack's source, trained with another seed
         demo.dataset, demo.seed, epochs=demo.epochs, runs_dir=w.runs_dir, data_dir=w.data_dir,
-        device=w.device, progress=demo.progress,
+        device=w.device, progress=demo.progress, force=True,
     )  # fmt: skip
     return trained, list(student.notes)
 
