@@ -137,6 +137,16 @@ class AuditBudgets:
         return self
 
 
+BUDGETS = ("standard", "fast")
+
+
+def audit_budgets(name: str) -> AuditBudgets:
+    """The named budget: "standard" (the field's) or "fast" (`AuditBudgets.fast`)."""
+    if name not in BUDGETS:
+        raise DefdistillError(f"unknown budget {name!r}: choose standard or fast")
+    return AuditBudgets() if name == "standard" else AuditBudgets.fast()
+
+
 def eps_key(eps: float) -> str:
     """An eps as audit.json keys it: "0.1", "0.02"."""
     return f"{eps:g}"
