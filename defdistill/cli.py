@@ -526,9 +526,9 @@ def attack_cmd(
 def tables_cmd(results_dir: ResultsDir = Path("results"), quiet: Quiet = False) -> None:
     """Rebuild every table in results/ from the recorded rows; one line says what was rebuilt
     (`defdistill show TABLE` prints one)."""
-    from .store.tables import rebuild_tables
+    from .evaluate.diagnose import rebuild_tables_with_verdicts
 
-    frames = _call(rebuild_tables, results_dir)
+    frames = _call(rebuild_tables_with_verdicts, results_dir)
     summary = ", ".join(f"{name} ({len(frame)} rows)" for name, frame in frames.items()) or "no records yet"
     out.print(f"rebuilt {summary} in {results_dir}", highlight=False, soft_wrap=True)
 
