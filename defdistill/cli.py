@@ -877,16 +877,15 @@ def report_cmd(
         typer.Option(
             "--doc",
             help="A document whose generated blocks naming this results folder are rewritten from the tables "
-            "(repeatable; default: README.md and REPRODUCTION.md here, when they exist).",
+            "(repeatable; default: README.md, REPRODUCTION.md and docs/*.md here, when they exist).",
         ),
     ] = None,
 ) -> None:
     """Plot the tables in results/ (PNG), write results/REPORT.md, and rewrite the docs' generated numbers."""
     from .report import write_report
+    from .studies.claims import default_docs
 
-    docs = (
-        doc if doc is not None else [p for p in (Path("README.md"), Path("REPRODUCTION.md")) if p.is_file()]
-    )
+    docs = doc if doc is not None else default_docs(Path("."))
     result = _call(write_report, results_dir, eps=eps, runs_dir=runs_dir, docs=docs)
     _notes(result.notes)
     changed = f"; rewrote {', '.join(str(p) for p in result.docs)}" if result.docs else ""

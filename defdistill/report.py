@@ -1156,7 +1156,7 @@ def small_budget_section(
     """REPORT.md's paired comparison of `pair` (student-T100 against teacher-T1) at every eps."""
     a, b = pair
     lines = [
-        f"## Small budgets: {a} against {b}, input by input",
+        "## Small budgets: input by input, over seeds",
         "",
         "Broken: the worst case over the bounded attacks changed the model's answer on that input "
         "(inputs misclassified before the attack count as broken). Both models are judged on the same "

@@ -1,4 +1,4 @@
-"""Every number README.md and REPRODUCTION.md quote from a table is written there from the table.
+"""Every number README.md, REPRODUCTION.md and docs/*.md quote from a table is written there from the table.
 
 A document holds generated blocks:
 
@@ -7,7 +7,7 @@ A document holds generated blocks:
     <!-- end generated: NAME -->
 
 `results` is the results folder, relative to the document. `defdistill report` rewrites every
-block of README.md and REPRODUCTION.md that names the folder it reports on (`update_docs`);
+block of those documents that names the folder it reports on (`update_docs`);
 tests/test_claims.py regenerates each block from the committed tables and fails when the
 document's text differs (`stale_blocks`). The prose around the blocks quotes no measured
 number, so a claim can only change with the table it comes from.
@@ -681,7 +681,52 @@ def accuracy_noise(results_dir: Path, dataset: str = "digits") -> str:
     return text[0].upper() + text[1:] + " (`accuracy_gap.csv`)."
 
 
+def _attack_lists(results_dir: Path, dataset: str, eps: float) -> dict[str, str]:
+    """Per model, the L-inf attacks of its per-input worst case at `eps` (sorted, joined by '+'):
+    the bounded attacks recorded at `eps` and the unbounded L-inf ones (HopSkipJump)."""
+    rows = read_records(results_dir, "robustness")
+    rows = rows[(rows["dataset"] == dataset) & (rows["norm"] == "linf")]
+    at = rows[rows["eps"].isna() | np.isclose(rows["eps"].astype(float).fillna(-1), eps)]
+    return {m: "+".join(sorted(set(g["attack"]))) for m, g in at.groupby("model")}
+
+
+def defences_headline(results_dir: Path, dataset: str = "digits", eps: str = "0.1") -> str:
+    """docs/defences.md: worst-case robust accuracy per defence at one budget, and the verdicts,
+    compared only when every model faced the same attacks."""
+    budget = float(eps)
+    path = results_dir / "defences.csv"
+    if not path.is_file():
+        raise DefdistillError(f"no {path} for the block defences-headline: run experiments/defences.sh")
+    table = pd.read_csv(path)
+    table = table[table["dataset"] == dataset]
+    column = f"robust_acc@{budget:g}"
+    if table.empty or column not in table.columns:
+        raise DefdistillError(f"{path} has no {dataset} rows with {column}")
+    lists = _attack_lists(results_dir, dataset, budget)
+    models = list(table["model"])
+    used = {lists.get(m, "") for m in models}
+    n = int(table["n"].iloc[0])
+    if len(used) != 1 or "" in used:
+        differ = "; ".join(f"{m}: {lists.get(m) or 'none'}" for m in models)
+        return (
+            f"Not compared: at eps {budget:g} the models faced different attack lists ({differ}), "
+            "and a worst case over fewer attacks is not comparable with one over more. Rerun "
+            "experiments/defences.sh with one ATTACKS list for every model."
+        )
+    parts = [f"{r.defence} ({r.model}) {float(r[column]):.3f}" for _, r in table.iterrows()]
+    masked = [r.model for _, r in table.iterrows() if str(r.masked) == "True"]
+    clean = [r.model for _, r in table.iterrows() if str(r.masked) != "True"]
+    return (
+        f"At L-inf eps {budget:g} on the first {n} test inputs, worst-case robust accuracy (an input "
+        "counts only if it is classified correctly and no attack broke it; every model faced the same "
+        f"attacks, {used.pop()}): " + ", ".join(parts) + ". The gradient-masking diagnosis flags "
+        f"{', '.join(masked) if masked else 'none of them'} and passes "
+        f"{', '.join(clean) if clean else 'none'} (`defences.csv`, `masked`)."
+    )
+
+
 RENDERERS: dict[str, Callable[..., str]] = {
+    "defences-headline": defences_headline,
     "measured-figures": measured_figures,
     "privacy-results": privacy_results,
     "paper-comparison": paper_comparison,
@@ -726,6 +771,14 @@ def regenerate(path: Path, results_dir: Path | None = None) -> str:
         return match["begin"] + render_block(match["name"], doc_dir, params) + match["end"]
 
     return BLOCK.sub(replace, text)
+
+
+def default_docs(root: Path) -> list[Path]:
+    """The documents `defdistill report` rewrites by default: README.md, REPRODUCTION.md and
+    docs/*.md under `root`, those that exist."""
+    return [p for p in (root / "README.md", root / "REPRODUCTION.md") if p.is_file()] + sorted(
+        (root / "docs").glob("*.md")
+    )
 
 
 def update_docs(docs: Sequence[str | Path], results_dir: str | Path) -> list[Path]:
