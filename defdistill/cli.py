@@ -953,6 +953,79 @@ def diagnose_cmd(
     out.print(f"{diagnosis.model_path.name}: {diagnosis.verdict}", highlight=False, soft_wrap=True)
 
 
+@app.command("audit")
+def audit_cmd(
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="A run (role, name or folder) or a factory: path/to/file.py:function or "
+            "package.module:function, returning an nn.Module on [0, 1] images. A factory's code is "
+            "imported and run (README, Safety)."
+        ),
+    ],
+    weights: Annotated[
+        Path | None,
+        typer.Option("--weights", help="A safetensors state dict for the factory's module (strict keys)."),
+    ] = None,
+    norm: Annotated[str, typer.Option("--norm", help="The budget's norm: linf or l2.")] = "linf",
+    eps: Annotated[
+        str | None,
+        typer.Option("--eps", help="Comma-separated budgets (default: the dataset's grid)."),
+    ] = None,
+    n: Annotated[int, typer.Option("--n", help="Audit the first n test inputs.")] = 500,
+    budget: Annotated[
+        str,
+        typer.Option(
+            "--budget",
+            help="standard (the field's: APGD 100 steps, Square 5000 queries, 20 EOT draws) or fast.",
+        ),
+    ] = "standard",
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="The audit's folder under results/audit (default: the run or factory)."),
+    ] = None,
+    dataset: Dataset = "digits",
+    seed: Seed = 0,
+    runs_dir: RunsDir = Path("runs"),
+    results_dir: ResultsDir = Path("results"),
+    data_dir: DataDir = Path("data"),
+    device: Device = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Audit any model: the full evaluation, a calibrated gradient-masking verdict, and
+    results/audit/NAME/audit.{json,md}."""
+    from .studies.audit import audit_budgets, audit_model
+
+    def run():
+        return audit_model(
+            model, weights=weights, dataset=dataset, norm=norm,
+            eps=_float_list(eps, "--eps") if eps is not None else None, n=n, seed=seed, name=name,
+            budgets=audit_budgets(budget), runs_dir=runs_dir, results_dir=results_dir, data_dir=data_dir,
+            device=device, progress=_reporter(quiet),
+        )  # fmt: skip
+
+    result, folder = _call(run)
+    out.print(f"{result.model}: {result.verdict}: {result.reason}.", highlight=False, soft_wrap=True)
+    if not quiet:
+        out.print(
+            f"clean accuracy {result.clean_accuracy:.3f}, n = {result.n}, {result.norm}; outputs "
+            f"{result.outputs}, gradients {result.gradients}, "
+            f"randomised {'yes' if result.randomized else 'no'}",
+            highlight=False,
+        )
+        for test in result.tests:
+            k = f"{test['eps']:g}"
+            nlo, nhi = result.naive_robust_accuracy_ci[k]
+            lo, hi = result.robust_accuracy_ci[k]
+            out.print(
+                f"  eps {k:>6}: naive {result.naive_robust_accuracy[k]:.3f} [{nlo:.3f}, {nhi:.3f}]   "
+                f"worst case {result.robust_accuracy[k]:.3f} [{lo:.3f}, {hi:.3f}]   "
+                f"gap {test['gap']:.3f} (Holm p {test['p_holm']:.2g})",
+                highlight=False,
+            )
+    out.print(f"-> {folder / 'audit.json'}, {folder / 'audit.md'}", highlight=False, soft_wrap=True)
+
+
 @app.command("sweep")
 def sweep_cmd(
     spec: Annotated[Path, typer.Argument(help="The sweep's YAML spec (see experiments/sweeps/).")],

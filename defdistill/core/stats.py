@@ -1,8 +1,9 @@
 """Small-sample statistics for the claims the report makes (numpy and the standard library only).
 
 - `wilson_interval`: a confidence interval for a success rate (Wilson 1927), sound at 0 and 1.
-- `mcnemar_exact`: the exact (binomial) McNemar test on the discordant pairs of two classifiers
-  judged on the same inputs.
+- `mcnemar_exact`, `mcnemar_one_sided`: the exact (binomial) McNemar test on the discordant pairs
+  of two classifiers judged on the same inputs, two- or one-sided.
+- `clopper_pearson_upper`: the exact one-sided upper confidence bound of a rate.
 - `paired_bootstrap_ci`: a percentile bootstrap interval for the difference of two paired
   success rates, resampling inputs (optionally within strata, e.g. seeds).
 - `paired_comparison`: both at once, on per-input broken / not-broken flags of two models.
@@ -67,6 +68,39 @@ def mcnemar_exact(only_a: int, only_b: int) -> float:
     1/2, so the test is binomial on only_a + only_b; concordant inputs carry no information.
     """
     return binomial_two_sided(int(only_a), int(only_a) + int(only_b))
+
+
+def mcnemar_one_sided(only_a: int, only_b: int) -> float:
+    """Exact one-sided McNemar p-value that a is broken more often than b: P(X >= only_a) for
+    X ~ Binomial(only_a + only_b, 1/2) (1.0 when there is no discordant pair)."""
+    a, n = int(only_a), int(only_a) + int(only_b)
+    if a < 0 or n < a:
+        raise ValueError(f"discordant counts must be >= 0, got {only_a} and {only_b}")
+    if a == 0:
+        return 1.0
+    return 1.0 - regularized_beta(n - a + 1, a, 0.5) if n > a else 0.5**n
+
+
+def clopper_pearson_upper(successes: int, n: int, confidence: float = DEFAULT_CONFIDENCE) -> float:
+    """One-sided exact (Clopper-Pearson) upper confidence bound of a rate: the p at which
+    P(X <= successes | n, p) = 1 - confidence (1.0 when every trial succeeded)."""
+    if n <= 0 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n and n > 0, got {successes} of {n}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    if successes == n:
+        return 1.0
+    alpha = 1.0 - confidence
+    if successes == 0:
+        return 1.0 - alpha ** (1.0 / n)
+    lo, hi = successes / n, 1.0
+    for _ in range(100):  # P(X <= k) = I_{1-p}(n - k, k + 1) falls as p grows
+        mid = (lo + hi) / 2
+        if regularized_beta(n - successes, successes + 1, 1.0 - mid) > alpha:
+            lo = mid
+        else:
+            hi = mid
+    return hi
 
 
 def _flags(values: Sequence[bool] | np.ndarray, what: str) -> np.ndarray:
