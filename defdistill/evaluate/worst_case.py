@@ -38,6 +38,28 @@ def _broken_within(record: dict[str, Any], eps: float) -> torch.Tensor:
     return broken & (dist <= eps + WITHIN_EPS_SLACK)
 
 
+# The attacks a per-input worst case must include before two models' worst cases are compared:
+# cross-entropy (one step, iterated, APGD), the scale-invariant DLR loss, a targeted attack (APGD-T,
+# PGD on logits / T, or AutoAttack's cascade, which holds APGD-T) and the noise floor. A model
+# attacked with less gets no comparison, and the reason says what it lacks.
+STANDARD_ATTACKS = ("fgsm", "pgd", "apgd-ce", "apgd-dlr", "noise")
+TARGETED_ATTACKS = ("apgd-t", "pgd-t", "autoattack")
+
+
+def attack_list(attacks: Sequence[str] | dict[str, Any]) -> str:
+    """The attack list of a worst case as worst_case.csv writes it: sorted, joined by '+'."""
+    return "+".join(sorted(attacks))
+
+
+def lacks_standard(attacks: Sequence[str] | set[str]) -> list[str]:
+    """What `attacks` lacks of the standard list (empty: the list is complete)."""
+    have = set(attacks)
+    missing = [a for a in STANDARD_ATTACKS if a not in have]
+    if not have & set(TARGETED_ATTACKS):
+        missing.append(f"a targeted attack ({', '.join(TARGETED_ATTACKS[:-1])} or {TARGETED_ATTACKS[-1]})")
+    return missing
+
+
 def contributors(broken: dict[str, torch.Tensor]) -> list[str]:
     """Attacks in greedy cover order: the one that breaks most, then the one that adds most
     inputs no earlier one broke, ...; attacks that add nothing are left out."""
@@ -84,7 +106,7 @@ def worst_case_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 {"dataset": first["dataset"], "model": first["model"], "role": first["role"], "T": first["T"],
                  "norm": norm, "eps": eps, "n": n, **standard, "worst_success": success[worst],
                  "worst_attack": worst, **ensemble, "ensemble_attacks": "+".join(contributors(broken)),
-                 "gap": ensemble["ensemble_success"] - best_standard}
+                 "gap": ensemble["ensemble_success"] - best_standard, "attacks": attack_list(broken)}
             )  # fmt: skip
     weights = {r.get(WEIGHTS) for r in usable if isinstance(r.get(WEIGHTS), str)}
     if len(weights) > 1:
