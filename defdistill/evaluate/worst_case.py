@@ -38,6 +38,28 @@ def _broken_within(record: dict[str, Any], eps: float) -> torch.Tensor:
     return broken & (dist <= eps + WITHIN_EPS_SLACK)
 
 
+# The attacks a per-input worst case must include before two models' worst cases are compared:
+# cross-entropy (one step, iterated, APGD), the scale-invariant DLR loss, a targeted attack (APGD-T,
+# PGD on logits / T, or AutoAttack's cascade, which holds APGD-T) and the noise floor. A model
+# attacked with less gets no comparison, and the reason says what it lacks.
+STANDARD_ATTACKS = ("fgsm", "pgd", "apgd-ce", "apgd-dlr", "noise")
+TARGETED_ATTACKS = ("apgd-t", "pgd-t", "autoattack")
+
+
+def attack_list(attacks: Sequence[str] | dict[str, Any]) -> str:
+    """The attack list of a worst case as worst_case.csv writes it: sorted, joined by '+'."""
+    return "+".join(sorted(attacks))
+
+
+def lacks_standard(attacks: Sequence[str] | set[str]) -> list[str]:
+    """What `attacks` lacks of the standard list (empty: the list is complete)."""
+    have = set(attacks)
+    missing = [a for a in STANDARD_ATTACKS if a not in have]
+    if not have & set(TARGETED_ATTACKS):
+        missing.append(f"a targeted attack ({', '.join(TARGETED_ATTACKS[:-1])} or {TARGETED_ATTACKS[-1]})")
+    return missing
+
+
 def contributors(broken: dict[str, torch.Tensor]) -> list[str]:
     """Attacks in greedy cover order: the one that breaks most, then the one that adds most
     inputs no earlier one broke, ...; attacks that add nothing are left out."""
@@ -84,7 +106,7 @@ def worst_case_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 {"dataset": first["dataset"], "model": first["model"], "role": first["role"], "T": first["T"],
                  "norm": norm, "eps": eps, "n": n, **standard, "worst_success": success[worst],
                  "worst_attack": worst, **ensemble, "ensemble_attacks": "+".join(contributors(broken)),
-                 "gap": ensemble["ensemble_success"] - best_standard}
+                 "gap": ensemble["ensemble_success"] - best_standard, "attacks": attack_list(broken)}
             )  # fmt: skip
     weights = {r.get(WEIGHTS) for r in usable if isinstance(r.get(WEIGHTS), str)}
     if len(weights) > 1:
@@ -155,3 +177,70 @@ def record_worst_case(
 def read_worst_case(results_dir: str | Path) -> pd.DataFrame:
     """The recorded worst-case rows."""
     return read_records(results_dir, "worst_case")
+
+
+def _padded(flags: torch.Tensor, n: int) -> torch.Tensor:
+    """Flags of the first k inputs extended to n (the inputs past k: not broken)."""
+    return torch.cat([flags, torch.zeros(n - len(flags), dtype=torch.bool)]) if len(flags) < n else flags
+
+
+# Cross-entropy gradient ascent on the outputs as given: the evaluation a verdict of masking
+# is measured against. APGD-CE and the longer PGD are the same loss and the same gradients with
+# a better optimiser: what they add is an unconverged attack, not masking.
+NAIVE_EXTRA = ("apgd-ce", "pgd-long")
+
+
+def naive_and_worst_flags(
+    records: Sequence[dict[str, Any]],
+    norm: str = "linf",
+    naive: Sequence[str] = WORST_CASE_STANDARD,
+    naive_extra: Sequence[str] = NAIVE_EXTRA,
+) -> dict[float, tuple[torch.Tensor, torch.Tensor]]:
+    """Per eps, (robust under the naive attacks, robust under every attack) per input, from one
+    model's robustness records with per-input results.
+
+    The grid is every eps at which each naive attack (FGSM and cross-entropy PGD) was recorded on
+    the same n inputs; `naive_extra` (APGD-CE, the longer PGD: cross-entropy on the outputs as
+    given, better optimised) join the naive attacks where recorded. The worst case takes every
+    other attack of that norm recorded on the first k <= n of those inputs (HopSkipJump's 50, a
+    minimal-perturbation attack within eps): an input past its k counts as not broken by it, so
+    the worst case is a lower bound on what the records break. A record whose clean flags
+    disagree with the naive attacks' (another model or other inputs) is left out.
+    """
+    usable = [r for r in records if r.get("norm") == norm and isinstance(r.get(PER_INPUT), dict)]
+    naive_rows = [r for r in usable if r["attack"] in naive and not _unbounded(r)]
+    if not naive_rows:
+        return {}
+    n = max(int(r["n"]) for r in naive_rows)
+    at: dict[float, dict[str, dict[str, Any]]] = {}
+    for r in naive_rows:
+        if int(r["n"]) == n:
+            at.setdefault(float(r["eps"]), {})[r["attack"]] = r
+    grid = sorted(e for e, found in at.items() if set(found) == set(naive))
+    flags = {}
+    for eps in grid:
+        clean = decode_flags(at[eps][naive[0]][PER_INPUT]["clean"])
+        naive_broken = torch.zeros(n, dtype=torch.bool)
+        for r in at[eps].values():
+            naive_broken |= decode_flags(r[PER_INPUT]["broken"])
+        others = torch.zeros(n, dtype=torch.bool)
+        for r in usable:
+            k = int(r["n"])
+            if k > n or r["attack"] in naive or not (_unbounded(r) or math.isclose(float(r["eps"]), eps)):
+                continue
+            if not torch.equal(decode_flags(r[PER_INPUT]["clean"]), clean[:k]):
+                continue
+            hit = _padded(
+                _broken_within(r, eps) if _unbounded(r) else decode_flags(r[PER_INPUT]["broken"]), n
+            )
+            if r["attack"] in naive_extra:
+                naive_broken |= hit
+            else:
+                others |= hit
+        broken = naive_broken | others
+        flags[eps] = (clean & ~naive_broken, clean & ~broken)
+    return flags
+
+
+def _unbounded(record: dict[str, Any]) -> bool:
+    return record.get("eps") is None or _isnan(record["eps"])

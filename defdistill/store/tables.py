@@ -72,11 +72,13 @@ DIAGNOSTICS_KEY = ("dataset", "model", "check")
 
 # Recorded by the evaluation layer per model and budget: the per-input worst case over every
 # attack run on the same inputs (an input is robust only if no attack broke it), beside the
-# standard attacks' view of it.
+# standard attacks' view of it; `attacks` is the list the union was taken over (sorted, joined by
+# '+'), so two worst cases are compared only over the same attacks.
 WORST_CASE_STANDARD = ("fgsm", "pgd")
 WORST_CASE_COLUMNS = (
     "dataset", "model", "role", "T", "norm", "eps", "n", *WORST_CASE_STANDARD,
     "worst_success", "worst_attack", "ensemble_success", "ensemble_robust_acc", "ensemble_attacks", "gap",
+    "attacks",
     "ensemble_robust_lo", "ensemble_robust_hi", "ensemble_success_lo", "ensemble_success_hi",
 )  # fmt: skip
 WORST_CASE_KEY = ("dataset", "model", "norm", "eps", "n")
