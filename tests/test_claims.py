@@ -21,6 +21,7 @@ DOCS = {
         "temperature-findings",
         "sweep-cost",
         "accuracy-noise",
+        "small-budget",
     },
 }
 

@@ -38,6 +38,7 @@ def test_distill_command_says_when_it_falls_back_to_a_T1_teacher(runs_copy, tmp_
     shutil.rmtree(runs_copy / "digits" / "teacher-T100")
     result = invoke(
         "distill",
+        "--force",
         "--T",
         "100",
         "--epochs",

@@ -36,6 +36,7 @@ from ..checks import check_eps
 from ..core.fileio import ensure_writable_dir
 from ..core.progress import SILENT, ProgressReporter
 from ..data.registry import get_dataset_spec, load_dataset
+from ..store.runs import run_identity
 from ..store.tables import PER_INPUT, ROBUSTNESS_COLUMNS, read_records, rebuild_tables, record_rows
 from .attacks import (
     ATTACKS,
@@ -583,10 +584,17 @@ def diagnose_model(
         x, y = x[:n], y[:n]
 
     correct, zero, saturated = gradient_measurements(net, x, y, torch_device)
-    identity = {"dataset": dataset, "model": path.name, "role": meta["role"], "T": float(meta["T"])}
-    records = pd.DataFrame() if fresh else read_records(results_dir, "robustness", per_input=True)
+    identity = run_identity(path, meta)  # rows are bound to the weights they measured
+    records = (
+        pd.DataFrame()
+        if fresh
+        else read_records(results_dir, "robustness", per_input=True, runs_dir=runs_dir)
+    )
     if not records.empty:
         records = records[(records["dataset"] == dataset) & (records["model"] == path.name)]
+    if not records.empty and "weights_sha256" in records.columns:  # only rows of these weights (or legacy)
+        measured = records["weights_sha256"]
+        records = records[measured.isna() | (measured == meta["weights_sha256"])]
     rows: dict[str, dict[float | None, dict[str, Any]]] = {}
     ran = False
     for attack, wanted in attack_budgets(budgets).items():
@@ -610,12 +618,12 @@ def diagnose_model(
                     progress,
                 )
             ]
-            record_rows(results_dir, "robustness", new)
+            record_rows(results_dir, "robustness", new, runs_dir)
             found |= {row["eps"]: row for row in new}
             ran = True
         rows[attack] = {b: found[b] for b in wanted}
     if ran:
-        record_worst_case(results_dir, dataset, path.name)
+        record_worst_case(results_dir, dataset, path.name, runs_dir)
 
     outcome = {(a, b): _outcome(row) for a, by_eps in rows.items() for b, row in by_eps.items()}
 
@@ -668,6 +676,7 @@ def diagnose_model(
                 "value": c.value,
                 "passed": c.passed,
                 "detail": c.detail,
+                "weights_sha256": meta["weights_sha256"],
             }
             for c in table
         ],

@@ -323,7 +323,7 @@ def _teacher(study: _Study, *, T: float = 1.0, adv: str | None = None) -> RunRes
     w = study.workspace
     return train_teacher(
         study.dataset, T=T, adv=adv, epochs=study.epochs, seed=study.seed, runs_dir=w.runs_dir,
-        data_dir=w.data_dir, device=w.device, progress=study.progress,
+        data_dir=w.data_dir, device=w.device, progress=study.progress, force=True,
     )  # fmt: skip
 
 
@@ -335,7 +335,7 @@ def _student(
     return distill(
         study.dataset, T=T, method=method, teacher=teacher, epochs=study.epochs, seed=study.seed,
         runs_dir=w.runs_dir, results_dir=w.results_dir, data_dir=w.data_dir, device=w.device,
-        progress=study.progress,
+        progress=study.progress, force=True,
     )  # fmt: skip
 
 
@@ -383,7 +383,7 @@ def _train_or_reuse(study: _Study) -> tuple[dict[str, Path], list[str]]:
     if not _reusable(surrogate, {**plans["standard"][0], "seed": study.seed + 1}):
         train_surrogate(
             study.dataset, seed=study.seed, epochs=study.epochs, runs_dir=w.runs_dir, data_dir=w.data_dir,
-            device=w.device, progress=study.progress,
+            device=w.device, progress=study.progress, force=True,
         )  # fmt: skip
     runs: dict[str, Path] = {}
     reused: list[str] = []
