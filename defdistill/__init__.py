@@ -23,6 +23,10 @@ _PUBLIC = {
     "attack_model": "defdistill.evaluate.attacks",
     "run_attack": "defdistill.evaluate.attacks",
     "diagnose_model": "defdistill.evaluate.diagnose",
+    "audit": "defdistill.studies.audit",
+    "AuditResult": "defdistill.studies.audit",
+    "AuditBudgets": "defdistill.studies.audit",
+    "load_factory": "defdistill.store.factory",
     "measure_gradients": "defdistill.evaluate.sensitivity",
     "rebuild_tables": "defdistill.store.tables",
     "run_demo": "defdistill.studies.demo",
@@ -44,6 +48,10 @@ __all__ = [
     "attack_model",
     "run_attack",
     "diagnose_model",
+    "audit",
+    "AuditResult",
+    "AuditBudgets",
+    "load_factory",
     "measure_gradients",
     "rebuild_tables",
     "run_demo",
@@ -62,8 +70,10 @@ if TYPE_CHECKING:
     from .evaluate.diagnose import diagnose_model
     from .evaluate.sensitivity import measure_gradients
     from .report import write_report
+    from .store.factory import load_factory
     from .store.runs import load_model, load_run
     from .store.tables import rebuild_tables
+    from .studies.audit import AuditBudgets, AuditResult, audit
     from .studies.compression import measure_compression
     from .studies.defences import run_defences
     from .studies.demo import run_demo

@@ -126,6 +126,10 @@ NumWorkers = Annotated[
     ),
 ]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue from the run's last completed epoch.")]
+Force = Annotated[
+    bool,
+    typer.Option("--force", help="Train over a finished run of the same name (its records then go stale)."),
+]
 RecipeName = Annotated[
     str | None,
     typer.Option(
@@ -314,6 +318,7 @@ def train_teacher_cmd(
         float | None,
         typer.Option("--beta", help="TRADES' robust-term weight, >= 0 (default 6, the paper's)."),
     ] = None,
+    force: Force = False,
 ) -> None:
     """Train a teacher at temperature T (T=1 is the ordinary, undefended network), or adversarially (--adv).
 
@@ -326,7 +331,7 @@ def train_teacher_cmd(
         train_teacher, dataset=dataset, T=T, epochs=epochs, seed=seed, arch=arch, runs_dir=runs_dir,
         data_dir=data_dir, device=device, progress=_reporter(quiet), resume=resume, recipe=recipe, amp=amp,
         num_workers=num_workers, adv=adv, adv_eps=adv_eps, adv_steps=adv_steps, adv_step_size=adv_step_size,
-        beta=beta,
+        beta=beta, force=force,
     )  # fmt: skip
     if not _main_rank():
         return
@@ -410,6 +415,7 @@ def distill_cmd(
     adv_eps: AdvEps = None,
     adv_steps: AdvSteps = None,
     adv_step_size: AdvStepSize = None,
+    force: Force = False,
 ) -> None:
     """Train a student on the teacher's soft labels at T (or a variant); it is deployed at T=1.
 
@@ -425,7 +431,7 @@ def distill_cmd(
         progress=_reporter(quiet), method=method, name=name, generations=generations,
         transfer_set=transfer_set, layer=layer, feature_weight=feature_weight, resume=resume, recipe=recipe,
         amp=amp, num_workers=num_workers,
-        adv_eps=adv_eps, adv_steps=adv_steps, adv_step_size=adv_step_size,
+        adv_eps=adv_eps, adv_steps=adv_steps, adv_step_size=adv_step_size, force=force,
     )  # fmt: skip
     if not _main_rank():
         return
@@ -523,12 +529,26 @@ def attack_cmd(
 
 
 @app.command("tables")
-def tables_cmd(results_dir: ResultsDir = Path("results"), quiet: Quiet = False) -> None:
+def tables_cmd(
+    results_dir: ResultsDir = Path("results"), runs_dir: RunsDir = Path("runs"), quiet: Quiet = False
+) -> None:
     """Rebuild every table in results/ from the recorded rows; one line says what was rebuilt
-    (`defdistill show TABLE` prints one)."""
-    from .store.tables import rebuild_tables
+    (`defdistill show TABLE` prints one). Derived rows (accuracy gap, worst case) missing or
+    stale are recomputed from the runs and the attack records first; records of weights a run no
+    longer has are left out, one line per group."""
+    from .store.tables import describe_stale
+    from .studies.derive import derive
 
-    frames = _call(rebuild_tables, results_dir)
+    derived = _call(derive, results_dir, runs_dir)
+    _notes(describe_stale(derived.build.stale))
+    restored = [
+        f"{count} {what}"
+        for count, what in ((derived.accuracy_gap, "accuracy-gap"), (derived.worst_case, "worst-case"))
+        if count
+    ]
+    if restored:
+        out.print(f"recomputed {' and '.join(restored)} rows from the primary data", highlight=False)
+    frames = derived.build.frames
     summary = ", ".join(f"{name} ({len(frame)} rows)" for name, frame in frames.items()) or "no records yet"
     out.print(f"rebuilt {summary} in {results_dir}", highlight=False, soft_wrap=True)
 
@@ -877,16 +897,15 @@ def report_cmd(
         typer.Option(
             "--doc",
             help="A document whose generated blocks naming this results folder are rewritten from the tables "
-            "(repeatable; default: README.md and REPRODUCTION.md here, when they exist).",
+            "(repeatable; default: README.md, REPRODUCTION.md and docs/*.md here, when they exist).",
         ),
     ] = None,
 ) -> None:
     """Plot the tables in results/ (PNG), write results/REPORT.md, and rewrite the docs' generated numbers."""
     from .report import write_report
+    from .studies.claims import default_docs
 
-    docs = (
-        doc if doc is not None else [p for p in (Path("README.md"), Path("REPRODUCTION.md")) if p.is_file()]
-    )
+    docs = doc if doc is not None else default_docs(Path("."))
     result = _call(write_report, results_dir, eps=eps, runs_dir=runs_dir, docs=docs)
     _notes(result.notes)
     changed = f"; rewrote {', '.join(str(p) for p in result.docs)}" if result.docs else ""
@@ -952,6 +971,79 @@ def diagnose_cmd(
         ]
         _print_frame(f"diagnostics: {diagnosis.model_path.name}", pd.DataFrame(checks), "diagnostics")
     out.print(f"{diagnosis.model_path.name}: {diagnosis.verdict}", highlight=False, soft_wrap=True)
+
+
+@app.command("audit")
+def audit_cmd(
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="A run (role, name or folder) or a factory: path/to/file.py:function or "
+            "package.module:function, returning an nn.Module on [0, 1] images. A factory's code is "
+            "imported and run (README, Safety)."
+        ),
+    ],
+    weights: Annotated[
+        Path | None,
+        typer.Option("--weights", help="A safetensors state dict for the factory's module (strict keys)."),
+    ] = None,
+    norm: Annotated[str, typer.Option("--norm", help="The budget's norm: linf or l2.")] = "linf",
+    eps: Annotated[
+        str | None,
+        typer.Option("--eps", help="Comma-separated budgets (default: the dataset's grid)."),
+    ] = None,
+    n: Annotated[int, typer.Option("--n", help="Audit the first n test inputs.")] = 500,
+    budget: Annotated[
+        str,
+        typer.Option(
+            "--budget",
+            help="standard (the field's: APGD 100 steps, Square 5000 queries, 20 EOT draws) or fast.",
+        ),
+    ] = "standard",
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="The audit's folder under results/audit (default: the run or factory)."),
+    ] = None,
+    dataset: Dataset = "digits",
+    seed: Seed = 0,
+    runs_dir: RunsDir = Path("runs"),
+    results_dir: ResultsDir = Path("results"),
+    data_dir: DataDir = Path("data"),
+    device: Device = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Audit any model: the full evaluation, a calibrated gradient-masking verdict, and
+    results/audit/NAME/audit.{json,md}."""
+    from .studies.audit import audit_budgets, audit_model
+
+    def run():
+        return audit_model(
+            model, weights=weights, dataset=dataset, norm=norm,
+            eps=_float_list(eps, "--eps") if eps is not None else None, n=n, seed=seed, name=name,
+            budgets=audit_budgets(budget), runs_dir=runs_dir, results_dir=results_dir, data_dir=data_dir,
+            device=device, progress=_reporter(quiet),
+        )  # fmt: skip
+
+    result, folder = _call(run)
+    out.print(f"{result.model}: {result.verdict}: {result.reason}.", highlight=False, soft_wrap=True)
+    if not quiet:
+        out.print(
+            f"clean accuracy {result.clean_accuracy:.3f}, n = {result.n}, {result.norm}; outputs "
+            f"{result.outputs}, gradients {result.gradients}, "
+            f"randomised {'yes' if result.randomized else 'no'}",
+            highlight=False,
+        )
+        for test in result.tests:
+            k = f"{test['eps']:g}"
+            nlo, nhi = result.naive_robust_accuracy_ci[k]
+            lo, hi = result.robust_accuracy_ci[k]
+            out.print(
+                f"  eps {k:>6}: naive {result.naive_robust_accuracy[k]:.3f} [{nlo:.3f}, {nhi:.3f}]   "
+                f"worst case {result.robust_accuracy[k]:.3f} [{lo:.3f}, {hi:.3f}]   "
+                f"gap {test['gap']:.3f} (Holm p {test['p_holm']:.2g})",
+                highlight=False,
+            )
+    out.print(f"-> {folder / 'audit.json'}, {folder / 'audit.md'}", highlight=False, soft_wrap=True)
 
 
 @app.command("sweep")

@@ -36,7 +36,6 @@ from .store.tables import (
     ROLE_RANK,
     migrate_privacy_records,
     read_records,
-    refresh_accuracy_baselines,
     to_markdown,
 )
 
@@ -548,7 +547,9 @@ def _check_report_inputs(results_dir: Path, eps: float | None) -> None:
 def _load_records(results_dir: Path, runs_dir: str | Path | None, datasets: list[str] | None) -> _Records:
     """Refresh the accuracy baselines and migrate old privacy keys, then read the records of
     `datasets` (every dataset when None)."""
-    refresh_accuracy_baselines(results_dir, runs_dir)
+    from .studies.derive import derive
+
+    derive(results_dir, runs_dir)  # derived rows (accuracy gap, worst case) restored from primary data
     for folder in [results_dir, *sorted((results_dir / PRIVACY_SEEDS_DIR).glob("*/"))]:
         migrate_privacy_records(folder)  # rows keyed before the transfer set was part of the key
     all_robustness = read_records(results_dir, "robustness", per_input=True)
@@ -587,8 +588,9 @@ def write_report(
 ) -> ReportResult:
     """Plot every dataset in results_dir's records and write REPORT.md beside the plots.
 
-    First the accuracy_gap rows get their cost against teacher-T1 (`refresh_accuracy_baselines`:
-    from `runs_dir` when given, else from the rows themselves). `docs` (README.md,
+    First the derived rows are brought up to date (`studies.derive.derive`: accuracy gaps and worst
+    cases recomputed where missing or stale, and the cost against teacher-T1, from `runs_dir` when
+    given, else from the rows themselves). `docs` (README.md,
     REPRODUCTION.md) have their generated blocks that name this results folder rewritten from
     the tables (`defdistill.studies.claims`). `eps` (default: each dataset's headline budget,
     DatasetSpec.headline_eps, one at which random noise fools the undefended network on under
@@ -617,8 +619,8 @@ def write_report(
         lines += diagnosis_section(results_dir, found)
     if not records.robustness.empty and found:
         seeds = seed_robustness(results_dir)
-        flags = per_input_worst_case(pd.concat([records.all_robustness, seeds], ignore_index=True))
-        lines += small_budget_section(flags[flags["dataset"].isin(found)])
+        outcomes = attack_outcomes(pd.concat([records.all_robustness, seeds], ignore_index=True))
+        lines += small_budget_section(outcomes[outcomes["dataset"].isin(found)])
         lines += seeds_section(pd.concat([records.all_robustness, seeds], ignore_index=True), found)
     if records.privacy_found:
         lines += privacy_section(records.privacy, records.privacy_found, results_dir, plots, notes)
@@ -1001,11 +1003,14 @@ def diagnosis_section(results_dir: Path, datasets: list[str]) -> list[str]:
             "",
         ]
     summary = diagnosis_summary(diagnostics)
-    masked = summary[summary["failed"] > 0]
+    counts = {v: summary[summary["verdict"] == v] for v in ("masked", "not-masked", "inconclusive")}
+    named = "; ".join(f"{v}: {', '.join(f['model'])}" for v, f in counts.items() if len(f))
     lines += [
-        f"{len(summary)} models diagnosed with the checks of Carlini et al. (2019); {len(masked)} fail "
-        "at least one check, which makes their robustness to the standard attacks likely gradient masking"
-        + (f" ({', '.join(masked['model'])})." if len(masked) else "."),
+        f"{len(summary)} models diagnosed. The verdict is a paired test on the same inputs at every eps "
+        "(one-sided exact McNemar, Holm-corrected, a gap of at least 0.05 in robust accuracy): masked "
+        "when cross-entropy gradient attacks on the model as given leave significantly more inputs "
+        "standing than the per-input worst case over every recorded attack; the checks of Carlini et al. "
+        f"(2019) explain it and never make it alone" + (f" ({named})." if named else "."),
         "",
         to_markdown(summary),
     ]
@@ -1073,125 +1078,269 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return adjusted.tolist()
 
 
-def small_budget_comparison(
-    flags: pd.DataFrame, pair: tuple[str, str] = SMALL_BUDGET_PAIR, n_boot: int = 10_000
-) -> pd.DataFrame:
-    """Per dataset and eps, model a against model b on the same inputs and seeds (a, b = `pair`).
+SMALL_BUDGET_PAIRS = (  # (a, b): a minus b; what each comparison separates
+    ("student-T100", "teacher-T1", "defensive distillation against the undefended network"),
+    ("student-T1", "teacher-T1", "distillation itself, without temperature"),
+    ("student-T100", "student-T1", "temperature, distillation held fixed"),
+    ("teacher-T100", "teacher-T1", "training at T=100 without a student"),
+)
+OUTCOME_COLUMNS = ("dataset", "seed", "model", "eps", "attack", "n", "broken", "correct")
 
-    `flags` has one row per dataset, seed, model, eps and input, with `broken` (the worst case over
-    the attacks fooled the model on that input). Pairs are the inputs both models were attacked on
-    at that eps and seed. The test is McNemar's exact test pooled over seeds (every discordant pair
-    is a fair coin under the null), the interval a bootstrap of the difference that resamples
-    inputs within each seed; p-values are also Holm-adjusted over the budgets of a dataset.
-    """
-    from .core.stats import paired_comparison
 
-    missing = [c for c in FLAG_COLUMNS if c not in flags.columns]
-    if missing:
-        raise DefdistillError(f"per-input flags lack the columns {missing}")
-    a, b = pair
-    keys = ["dataset", "seed", "eps", "input"]
-    left = flags[flags["model"] == a][[*keys, "broken"]]
-    right = flags[flags["model"] == b][[*keys, "broken"]]
-    if left.duplicated(keys).any() or right.duplicated(keys).any():
-        raise DefdistillError("per-input flags hold the same model, seed, eps and input twice")
-    pairs = left.merge(right, on=keys, suffixes=("_a", "_b"))
+def attack_outcomes(robustness: pd.DataFrame) -> pd.DataFrame:
+    """One row per bounded attack record with per-input results: dataset, seed, model, eps, attack,
+    n, and the per-input arrays `broken` (an adversarial example was found for a correctly
+    classified input) and `correct` (the clean input was classified correctly)."""
+    if robustness.empty or PER_INPUT not in robustness.columns:
+        return pd.DataFrame(columns=list(OUTCOME_COLUMNS))
+    rows = robustness[robustness["eps"].notna()]
     out = []
-    for (dataset, eps), group in pairs.groupby(["dataset", "eps"], sort=True):
-        result = paired_comparison(
-            group["broken_a"].to_numpy(bool), group["broken_b"].to_numpy(bool), n_boot=n_boot,
-            strata=group["seed"].to_numpy(),
-        )  # fmt: skip
-        per_seed = group.groupby("seed")[["broken_a", "broken_b"]].mean()
-        out.append(
-            {"dataset": dataset, "eps": float(eps), "seeds": group["seed"].nunique(), "pairs": result.n,
-             f"{a}": result.rate_a, f"{b}": result.rate_b, "difference": result.difference,
-             "ci_low": result.ci[0], "ci_high": result.ci[1], f"only_{a}": result.only_a,
-             f"only_{b}": result.only_b, "p_mcnemar": result.p_value,
-             "seeds_a_higher": int((per_seed["broken_a"] > per_seed["broken_b"]).sum()),
-             "seeds_b_higher": int((per_seed["broken_a"] < per_seed["broken_b"]).sum())}
-        )  # fmt: skip
-    table = pd.DataFrame(out)
-    if not table.empty:
-        table["p_holm"] = np.concatenate(
-            [holm(g["p_mcnemar"].tolist()) for _, g in table.groupby("dataset", sort=False)]
-        )
+    for _, row in rows.iterrows():
+        outcomes = per_input_outcomes(row)
+        if outcomes is None:
+            continue
+        broken, _, correct = outcomes
+        seed = row["seed"] if "seed" in row.index and pd.notna(row["seed"]) else 0
+        out.append({"dataset": row["dataset"], "seed": int(seed), "model": row["model"],
+                    "eps": float(row["eps"]), "attack": row["attack"], "n": int(broken.size),
+                    "broken": broken & correct, "correct": correct})  # fmt: skip
+    return pd.DataFrame(out, columns=list(OUTCOME_COLUMNS))
+
+
+def _union(rows: pd.DataFrame, attacks: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(broken by any of `attacks`, clean-correct) of one model, seed and budget."""
+    chosen = rows[rows["attack"].isin(attacks)]
+    broken = np.logical_or.reduce(list(chosen["broken"]))
+    return broken, chosen["correct"].iloc[0]
+
+
+def compare_pair(
+    outcomes: pd.DataFrame, a: str, b: str, dataset: str, eps: float, n_boot: int = 10_000
+) -> dict | None:
+    """Model a against model b at one budget, over seeds, on the same inputs and the same attacks.
+
+    The attacks are those both models faced in every seed that takes part (the intersection of
+    their lists); a seed whose intersection lacks the standard list (evaluate/worst_case.py,
+    `lacks_standard`) is left out, and with no seed left the comparison is refused (`refused`
+    says why). Within a seed, "broken" is counted among the inputs both models classify
+    correctly, so a difference in clean accuracy (reported beside it) is not counted as one in
+    robustness. Seeds are the unit: the interval is a t-interval over the per-seed differences
+    and a bootstrap that resamples seeds and, clustered across seeds, inputs; McNemar's exact
+    test is per seed only. None when either model has no record at this budget.
+    """
+    from .core.stats import cluster_bootstrap_ci, mcnemar_exact, paired_t_test, t_interval
+    from .evaluate.worst_case import attack_list, lacks_standard
+
+    at = outcomes[(outcomes["dataset"] == dataset) & np.isclose(outcomes["eps"], eps)]
+    left, right = at[at["model"] == a], at[at["model"] == b]
+    if left.empty or right.empty:
+        return None
+    seeds, dropped = [], []
+    lists: dict[int, set[str]] = {}
+    for seed in sorted(set(left["seed"]) & set(right["seed"])):
+        la, lb = left[left["seed"] == seed], right[right["seed"] == seed]
+        if la["n"].nunique() != 1 or lb["n"].nunique() != 1 or la["n"].iloc[0] != lb["n"].iloc[0]:
+            dropped.append(f"seed {seed}: the two models were attacked on different inputs")
+            continue
+        common = set(la["attack"]) & set(lb["attack"])
+        missing = lacks_standard(common)
+        if missing:
+            dropped.append(f"seed {seed}: the attacks both faced lack {', '.join(missing)}")
+            continue
+        seeds.append(seed)
+        lists[seed] = common
+    row: dict = {"dataset": dataset, "eps": float(eps), "a": a, "b": b}
+    if not seeds:
+        reasons = dropped or [f"{a} and {b} share no seed at this budget"]
+        return row | {"seeds": 0, "refused": "; ".join(reasons)}
+    attacks = sorted(set.intersection(*lists.values()))
+    diffs, clean_a, clean_b, rate_a, rate_b, p_seed, inputs = [], [], [], [], [], [], []
+    d_rows, v_rows = [], []
+    a_higher = b_higher = only_a_total = only_b_total = 0
+    for seed in seeds:
+        ba, ca = _union(left[left["seed"] == seed], attacks)
+        bb, cb = _union(right[right["seed"] == seed], attacks)
+        both = ca & cb
+        k = int(both.sum())
+        ra, rb = float(ba[both].mean()) if k else math.nan, float(bb[both].mean()) if k else math.nan
+        only_a, only_b = int((ba & ~bb & both).sum()), int((bb & ~ba & both).sum())
+        diffs.append(ra - rb)
+        rate_a.append(ra)
+        rate_b.append(rb)
+        inputs.append(k)
+        clean_a.append(float(ca.mean()))
+        clean_b.append(float(cb.mean()))
+        p_seed.append(mcnemar_exact(only_a, only_b))
+        only_a_total, only_b_total = only_a_total + only_a, only_b_total + only_b
+        a_higher, b_higher = a_higher + int(ra > rb), b_higher + int(ra < rb)
+        d_rows.append(ba.astype(float) - bb.astype(float))
+        v_rows.append(both)
+    t_lo, t_hi = t_interval(diffs)
+    boot_lo, boot_hi = cluster_bootstrap_ci(np.vstack(d_rows), np.vstack(v_rows), n_boot=n_boot)
+    _, p_t = paired_t_test(diffs)
+    return row | {
+        "seeds": len(seeds), "seed_list": ",".join(str(s) for s in seeds), "attacks": attack_list(attacks),
+        "inputs": float(np.mean(inputs)), a: float(np.mean(rate_a)), b: float(np.mean(rate_b)),
+        "difference": float(np.mean(diffs)), "per_seed": ", ".join(f"{d:+.3f}" for d in diffs),
+        "t_low": t_lo, "t_high": t_hi, "boot_low": boot_lo, "boot_high": boot_hi, "p_t": p_t,
+        "seeds_a_higher": a_higher, "seeds_b_higher": b_higher, "only_a": only_a_total,
+        "only_b": only_b_total, "p_mcnemar_per_seed": ", ".join(_p(p) for p in p_seed),
+        "clean_a": float(np.mean(clean_a)), "clean_b": float(np.mean(clean_b)),
+        "clean_difference": float(np.mean(clean_a) - np.mean(clean_b)),
+        "dropped": "; ".join(dropped), "refused": "",
+    }  # fmt: skip
+
+
+def small_budget_comparison(
+    outcomes: pd.DataFrame, pairs: Sequence[tuple[str, str, str]] = SMALL_BUDGET_PAIRS, n_boot: int = 10_000
+) -> pd.DataFrame:
+    """Every pair of `pairs` at every budget where both models have records (`compare_pair`);
+    the paired t-test's p-values are Holm-adjusted over the comparisons of a dataset."""
+    rows = []
+    for dataset in sorted(set(outcomes["dataset"])):
+        for a, b, _ in pairs:
+            mine = (outcomes["dataset"] == dataset) & (outcomes["model"] == a)
+            budgets = sorted(set(outcomes.loc[mine, "eps"]))
+            for eps in budgets:
+                result = compare_pair(outcomes, a, b, dataset, eps, n_boot)
+                if result is not None:
+                    rows.append(result)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    table["p_t_holm"] = math.nan
+    for _, group in table.groupby("dataset", sort=False):
+        tested = group[group["p_t"].notna()] if "p_t" in group else group.iloc[0:0]
+        if len(tested):
+            table.loc[tested.index, "p_t_holm"] = holm(tested["p_t"].tolist())
     return table
 
 
 def _p(p: float) -> str:
+    if isinstance(p, float) and math.isnan(p):
+        return "n/a"
     return "< 0.0001" if p < 1e-4 else f"{p:.2g}" if p < 0.01 else f"{p:.3f}".rstrip("0").rstrip(".")
 
 
-def small_budget_sentences(table: pd.DataFrame, pair: tuple[str, str] = SMALL_BUDGET_PAIR) -> list[str]:
-    """One sentence per dataset and eps, saying which way the comparison came out and how surely."""
-    a, b = pair
-    lines = []
-    for r in table.to_dict("records"):
-        if r["p_holm"] < SIGNIFICANCE:
-            verdict = (
-                f"{a} is broken more often than {b}"
-                if r["difference"] > 0
-                else f"{a} is broken less often than {b}"
-            )
-        else:
-            verdict = f"no difference between {a} and {b} is detectable at the {SIGNIFICANCE:g} level"
-        lines.append(
-            f"- {r['dataset']}, eps {r['eps']:g}: {a} broken on {r[a]:.3f} and {b} on {r[b]:.3f} of "
-            f"{r['pairs']} input-seed pairs ({r['seeds']} seed{'s' if r['seeds'] != 1 else ''}); difference "
-            f"{r['difference']:+.3f} (95% bootstrap CI {r['ci_low']:+.3f} to {r['ci_high']:+.3f}); "
-            f"{r['only_' + a]} inputs broken only in {a}, {r['only_' + b]} only in {b}: McNemar exact "
-            f"p = {_p(r['p_mcnemar'])} (Holm-adjusted over the budgets {_p(r['p_holm'])}). "
-            f"{verdict[0].upper()}{verdict[1:]}; {a} higher in {r['seeds_a_higher']} of {r['seeds']} seeds."
+def small_budget_sentence(r: dict) -> str:
+    """One comparison in words: which way it came out over seeds, and how surely."""
+    a, b, head = r["a"], r["b"], f"{r['dataset']}, eps {r['eps']:g}, {r['a']} against {r['b']}"
+    if r.get("refused"):
+        return f"- {head}: not compared ({r['refused']})."
+    seeds = int(r["seeds"])
+    count = len(r["attacks"].split("+"))
+    text = (
+        f"- {head} ({seeds} seed{'s' if seeds != 1 else ''}: {r['seed_list']}; the {count} attacks both "
+        f"faced, {r['attacks']}): among the {r['inputs']:.0f} inputs both classify correctly (mean over "
+        f"seeds), {a} is broken on {r[a]:.3f} and {b} on {r[b]:.3f}; difference {r['difference']:+.3f} "
+        f"(per seed {r['per_seed']})"
+    )
+    if seeds >= 2:
+        excludes = r["t_low"] > 0 or r["t_high"] < 0
+        text += (
+            f", 95% t-interval over seeds {r['t_low']:+.3f} to {r['t_high']:+.3f}, cluster bootstrap over "
+            f"seeds and inputs {r['boot_low']:+.3f} to {r['boot_high']:+.3f}; paired t-test p = "
+            f"{_p(r['p_t'])} (Holm-adjusted {_p(r['p_t_holm'])})"
         )
-    return lines
+        if excludes and r["p_t_holm"] < SIGNIFICANCE:
+            verdict = f"{a} is broken {'more' if r['difference'] > 0 else 'less'} often than {b} over seeds"
+        elif excludes:
+            verdict = f"the t-interval excludes 0; the Holm-adjusted test does not reach {SIGNIFICANCE:g}"
+        else:
+            verdict = f"no difference between {a} and {b} is established over these seeds"
+    else:
+        text += (
+            f"; one seed, so no interval over seeds (a bootstrap over its inputs alone: {r['boot_low']:+.3f} "
+            f"to {r['boot_high']:+.3f})"
+        )
+        verdict = f"one seed cannot separate {a} from {b}: a seed-to-seed difference is not measured"
+    text += (
+        f". McNemar per seed p = {r['p_mcnemar_per_seed']}. {verdict[0].upper()}{verdict[1:]}; {a} higher "
+        f"in {int(r['seeds_a_higher'])} of {seeds} seeds. Clean accuracy {r['clean_a']:.3f} against "
+        f"{r['clean_b']:.3f} ({r['clean_difference']:+.3f})."
+    )
+    if r.get("dropped"):
+        text += f" Left out: {r['dropped']}."
+    return text
+
+
+def small_budget_sentences(table: pd.DataFrame) -> list[str]:
+    return [small_budget_sentence(r) for r in table.to_dict("records")]
+
+
+SMALL_BUDGET_TABLE = (  # the columns REPORT.md shows
+    "dataset", "eps", "a", "b", "seeds", "inputs", "rate_a", "rate_b", "difference", "t_low", "t_high",
+    "boot_low", "boot_high", "p_t_holm", "seeds_a_higher", "clean_difference", "attacks",
+)  # fmt: skip
+
+
+def small_budget_markdown(table: pd.DataFrame) -> str:
+    """The compared rows as one table (refused comparisons are in the sentences only)."""
+    shown = table[table["refused"] == ""].copy() if "refused" in table else table.iloc[0:0]
+    if shown.empty:
+        return ""
+    shown["rate_a"] = [r[r["a"]] for _, r in shown.iterrows()]
+    shown["rate_b"] = [r[r["b"]] for _, r in shown.iterrows()]
+    shown["attacks"] = [len(x.split("+")) for x in shown["attacks"]]
+    return to_markdown(shown[list(SMALL_BUDGET_TABLE)].rename(columns={"attacks": "n_attacks"}))
 
 
 def small_budget_section(
-    flags: pd.DataFrame, pair: tuple[str, str] = SMALL_BUDGET_PAIR, n_boot: int = 10_000
+    outcomes: pd.DataFrame, pairs: Sequence[tuple[str, str, str]] = SMALL_BUDGET_PAIRS, n_boot: int = 10_000
 ) -> list[str]:
-    """REPORT.md's paired comparison of `pair` (student-T100 against teacher-T1) at every eps."""
-    a, b = pair
+    """REPORT.md's paired comparisons (student-T100, student-T1, teacher-T100 against teacher-T1, and
+    student-T100 against student-T1) at every budget, over seeds."""
     lines = [
-        f"## Small budgets: {a} against {b}, input by input",
+        "## Small budgets: input by input, over seeds",
         "",
-        "Broken: the worst case over the bounded attacks changed the model's answer on that input "
-        "(inputs misclassified before the attack count as broken). Both models are judged on the same "
-        "inputs and seeds; the table pools the seeds.",
+        "Each comparison sets model a against model b on the same inputs and the same attacks: the per-input "
+        "worst case is recomputed from the per-input records over the attacks both models faced (the "
+        "intersection of their lists), and a comparison whose shared list lacks the standard attacks (fgsm, "
+        "pgd, apgd-ce, apgd-dlr, noise and a targeted attack: apgd-t, pgd-t or autoattack) is refused, with "
+        "the reason. Broken: the worst case changed the answer on an input both models classify correctly; "
+        "the clean-accuracy difference stands beside it. Seeds are the unit of replication: each seed trains "
+        "its own networks (experiments/seeds.sh; seed 0 is the committed sweep), the interval is a 95% "
+        "t-interval over the per-seed differences (and a bootstrap resampling seeds and, clustered across "
+        "seeds, inputs), and McNemar's exact test is given per seed, never pooled over seeds that share "
+        "inputs. "
+        "What each pair separates: " + "; ".join(f"{a} against {b}, {what}" for a, b, what in pairs) + ".",
         "",
     ]
-    table = small_budget_comparison(flags, pair, n_boot) if not flags.empty else pd.DataFrame()
+    table = small_budget_comparison(outcomes, pairs, n_boot) if not outcomes.empty else pd.DataFrame()
     if table.empty:
         return lines + [
-            f"Not measured: the records hold no per-input outcomes of both {a} and {b} (the robustness "
-            "records gain per-input `is_adv` lists with the attacks' per-input outcomes).",
+            "Not measured: the records hold no per-input outcomes of two of these models at one budget.",
             "",
         ]
-    return lines + small_budget_sentences(table, pair) + ["", to_markdown(table)]
+    markdown = small_budget_markdown(table)
+    return lines + small_budget_sentences(table) + ([""] + [markdown] if markdown else []) + [""]
 
 
-def seed_robust_accuracy(robustness: pd.DataFrame, models: Sequence[str] = SMALL_BUDGET_PAIR) -> pd.DataFrame:
+SEED_MODELS = ("teacher-T1", "student-T1", "teacher-T100", "student-T100")
+
+
+def seed_robust_accuracy(robustness: pd.DataFrame, models: Sequence[str] = SEED_MODELS) -> pd.DataFrame:
     """Per dataset, model and eps: the per-input worst-case robust accuracy over the attacks that
-    every seed ran (so that the seeds are comparable), as mean and sd over the seeds."""
+    every seed ran on that model (so that the seeds are comparable), as mean and sd over the seeds."""
     if robustness.empty or "seed" not in robustness.columns:
         return pd.DataFrame()
     rows = robustness[robustness["model"].isin(models) & robustness["eps"].notna()]
     rows = rows.assign(seed=rows["seed"].fillna(0).astype(int))
     out = []
-    for dataset, group in rows.groupby("dataset"):
+    for (dataset, model, eps), group in rows.groupby(["dataset", "model", "eps"]):
         per_seed = group.groupby("seed")["attack"].agg(set)
         if len(per_seed) < 2:
             continue
         common = sorted(set.intersection(*per_seed))
         flags = per_input_worst_case(group[group["attack"].isin(common)])
-        robust = 1 - flags.groupby(["seed", "model", "eps"])["broken"].mean()
-        table = robust.groupby(["model", "eps"]).agg(["mean", "std", "count"]).reset_index()
-        table = table[table["count"] == len(per_seed)]
-        for r in table.itertuples(index=False):
-            out.append({
-                "dataset": dataset, "model": r.model, "eps": r.eps, "seeds": int(r.count),
-                "robust_acc_mean": r.mean, "robust_acc_sd": r.std, "attacks": "+".join(common),
-            })  # fmt: skip
+        robust = 1 - flags.groupby("seed")["broken"].mean()
+        if len(robust) != len(per_seed):
+            continue
+        out.append({
+            "dataset": dataset, "model": model, "eps": float(eps), "seeds": len(robust),
+            "robust_acc_mean": float(robust.mean()), "robust_acc_sd": float(robust.std()),
+            "attacks": "+".join(common),
+        })  # fmt: skip
     return pd.DataFrame(out)
 
 
@@ -1204,8 +1353,9 @@ def seeds_section(robustness: pd.DataFrame, datasets: Sequence[str]) -> list[str
     return [
         "## Over seeds: worst-case robust accuracy, mean and sd",
         "",
-        "Each seed trains its own teacher-T1 and student-T100 (experiments/seeds.sh); an input counts as "
-        "robust only if no attack in `attacks` (those every seed ran) broke it.",
+        "Each seed trains its own networks (experiments/seeds.sh; seed 0 is the committed sweep); an input "
+        "counts as robust only if no attack in `attacks` (those every seed ran on that model) broke it, so "
+        "two rows are comparable only where their `attacks` agree.",
         "",
         to_markdown(table),
     ]

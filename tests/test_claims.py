@@ -11,7 +11,9 @@ from defdistill.studies.claims import blocks, regenerate, render_block, stale_bl
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = {
-    "README.md": {"measured-figures", "privacy-results"},
+    "README.md": {"measured-figures"},
+    "docs/privacy.md": {"privacy-results"},
+    "docs/defences.md": {"defences-headline"},
     "REPRODUCTION.md": {
         "paper-comparison",
         "papernot-measurements",
@@ -19,6 +21,7 @@ DOCS = {
         "temperature-findings",
         "sweep-cost",
         "accuracy-noise",
+        "small-budget",
     },
 }
 

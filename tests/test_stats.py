@@ -104,3 +104,47 @@ def test_sign_test_and_describe_differences_say_what_three_seeds_can_show():
     assert summary.t_p_value == pytest.approx(0.0533, abs=1e-4) and summary.sign_p_value == 0.25
     one = describe_differences([0.1])
     assert math.isnan(one.sd) and math.isnan(one.t_p_value)
+
+
+def test_t_interval_and_t_quantile_agree_with_scipy():
+    from defdistill.core.stats import t_interval, t_quantile
+
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for p, df in ((0.975, 2), (0.9, 5), (0.025, 10)):
+        assert t_quantile(p, df) == pytest.approx(scipy_stats.t.ppf(p, df), rel=1e-9)
+    values = [0.124, 0.184, 0.156]
+    expected = scipy_stats.t.interval(0.95, 2, loc=np.mean(values), scale=scipy_stats.sem(values))
+    assert t_interval(values) == pytest.approx(expected, rel=1e-9)
+    assert all(math.isnan(x) for x in t_interval([0.1]))  # one seed: no interval over seeds
+
+
+def test_cluster_bootstrap_resamples_seeds_as_well_as_inputs():
+    from defdistill.core.stats import cluster_bootstrap_ci
+
+    rng = np.random.default_rng(0)
+    same = np.tile(rng.integers(0, 2, 200).astype(float), (3, 1))  # three identical seeds
+    spread = same + np.array([[-0.2], [0.0], [0.2]])  # the seeds disagree by a constant
+    lo_same, hi_same = cluster_bootstrap_ci(same, n_boot=2000)
+    lo_spread, hi_spread = cluster_bootstrap_ci(spread, n_boot=2000)
+    assert hi_spread - lo_spread > hi_same - lo_same + 0.1  # the between-seed spread widens it
+    assert cluster_bootstrap_ci(same, n_boot=500, seed=3) == cluster_bootstrap_ci(same, n_boot=500, seed=3)
+    valid = np.ones_like(same, dtype=bool)
+    valid[:, :100] = False  # inputs that do not count are left out of every seed's mean
+    lo, hi = cluster_bootstrap_ci(np.where(valid, 1.0, -5.0), valid, n_boot=200)
+    assert lo == hi == 1.0
+
+
+def test_wilcoxon_signed_rank_agrees_with_scipy():
+    from defdistill.core.stats import wilcoxon_signed_rank
+
+    scipy_stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(1)
+    x = rng.gamma(2, 1, 80)
+    y = x * rng.uniform(0.8, 1.3, 80)
+    y[:5] = x[:5]  # zero differences are dropped
+    y[5:9] = y[9]  # and tied magnitudes share their rank
+    result = wilcoxon_signed_rank(x, y)
+    expected = scipy_stats.wilcoxon(x, y, correction=True, method="approx")
+    assert result.p_value == pytest.approx(expected.pvalue, rel=1e-9) and result.n == 75
+    assert result.median_ratio == pytest.approx(np.median(x / y))
+    assert wilcoxon_signed_rank(x, x).p_value == 1.0

@@ -1,13 +1,18 @@
 """Small-sample statistics for the claims the report makes (numpy and the standard library only).
 
 - `wilson_interval`: a confidence interval for a success rate (Wilson 1927), sound at 0 and 1.
-- `mcnemar_exact`: the exact (binomial) McNemar test on the discordant pairs of two classifiers
-  judged on the same inputs.
+- `mcnemar_exact`, `mcnemar_one_sided`: the exact (binomial) McNemar test on the discordant pairs
+  of two classifiers judged on the same inputs, two- or one-sided.
+- `clopper_pearson_upper`: the exact one-sided upper confidence bound of a rate.
 - `paired_bootstrap_ci`: a percentile bootstrap interval for the difference of two paired
   success rates, resampling inputs (optionally within strata, e.g. seeds).
 - `paired_comparison`: both at once, on per-input broken / not-broken flags of two models.
 - `paired_t_test`, `sign_test`, `describe_differences`: per-seed differences of a metric
   (e.g. a membership-inference AUC), judged as pairs rather than by one model's spread.
+- `t_interval`, `cluster_bootstrap_ci`: intervals with seeds as the unit of replication (a
+  t-interval over per-seed differences; a bootstrap resampling seeds and, clustered across
+  seeds, inputs).
+- `wilcoxon_signed_rank`: a paired test of per-input values (e.g. two models' CW distances).
 """
 
 from __future__ import annotations
@@ -63,6 +68,39 @@ def mcnemar_exact(only_a: int, only_b: int) -> float:
     1/2, so the test is binomial on only_a + only_b; concordant inputs carry no information.
     """
     return binomial_two_sided(int(only_a), int(only_a) + int(only_b))
+
+
+def mcnemar_one_sided(only_a: int, only_b: int) -> float:
+    """Exact one-sided McNemar p-value that a is broken more often than b: P(X >= only_a) for
+    X ~ Binomial(only_a + only_b, 1/2) (1.0 when there is no discordant pair)."""
+    a, n = int(only_a), int(only_a) + int(only_b)
+    if a < 0 or n < a:
+        raise ValueError(f"discordant counts must be >= 0, got {only_a} and {only_b}")
+    if a == 0:
+        return 1.0
+    return 1.0 - regularized_beta(n - a + 1, a, 0.5) if n > a else 0.5**n
+
+
+def clopper_pearson_upper(successes: int, n: int, confidence: float = DEFAULT_CONFIDENCE) -> float:
+    """One-sided exact (Clopper-Pearson) upper confidence bound of a rate: the p at which
+    P(X <= successes | n, p) = 1 - confidence (1.0 when every trial succeeded)."""
+    if n <= 0 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n and n > 0, got {successes} of {n}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    if successes == n:
+        return 1.0
+    alpha = 1.0 - confidence
+    if successes == 0:
+        return 1.0 - alpha ** (1.0 / n)
+    lo, hi = successes / n, 1.0
+    for _ in range(100):  # P(X <= k) = I_{1-p}(n - k, k + 1) falls as p grows
+        mid = (lo + hi) / 2
+        if regularized_beta(n - successes, successes + 1, 1.0 - mid) > alpha:
+            lo = mid
+        else:
+            hi = mid
+    return hi
 
 
 def _flags(values: Sequence[bool] | np.ndarray, what: str) -> np.ndarray:
@@ -273,3 +311,139 @@ def describe_differences(differences: Sequence[float] | np.ndarray) -> Differenc
         negative=int((d < 0).sum()),
         sign_p_value=sign_test(d),
     )
+
+
+# --- seeds as the unit of replication ----------------------------------------------------------
+
+
+def t_quantile(probability: float, df: float) -> float:
+    """The `probability` quantile of Student's t with `df` degrees of freedom (bisection on the
+    two-sided tail, to 1e-12)."""
+    if not 0 < probability < 1:
+        raise ValueError(f"probability must lie in (0, 1), got {probability}")
+    if probability == 0.5:
+        return 0.0
+    tail = 2 * min(probability, 1 - probability)  # two-sided p of |t|
+    lo, hi = 0.0, 1.0
+    while t_two_sided(hi, df) > tail:
+        hi *= 2
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if t_two_sided(mid, df) > tail:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-12:
+            break
+    q = (lo + hi) / 2
+    return q if probability > 0.5 else -q
+
+
+def t_interval(
+    values: Sequence[float] | np.ndarray, confidence: float = DEFAULT_CONFIDENCE
+) -> tuple[float, float]:
+    """Student-t interval of the mean of `values` (e.g. one difference per seed):
+    mean ± t * sd / sqrt(n); (nan, nan) below two values."""
+    d = np.asarray(values, dtype=float)
+    _z(confidence)
+    if d.size < 2:
+        return math.nan, math.nan
+    half = t_quantile(0.5 + confidence / 2, d.size - 1) * float(d.std(ddof=1)) / math.sqrt(d.size)
+    return float(d.mean()) - half, float(d.mean()) + half
+
+
+def cluster_bootstrap_ci(
+    differences: np.ndarray,
+    valid: np.ndarray | None = None,
+    confidence: float = DEFAULT_CONFIDENCE,
+    n_boot: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile interval of the mean over seeds of each seed's mean per-input difference,
+    resampling seeds and, within them, inputs clustered across seeds.
+
+    `differences[s, i]` is the difference on input i in seed s (e.g. broken in a minus broken
+    in b); `valid[s, i]` says whether input i counts in seed s. Each draw takes seeds with
+    replacement and one set of input indices with replacement, shared by every drawn seed (the
+    seeds attack the same inputs, so an input's outcomes are correlated across seeds).
+    """
+    d = np.asarray(differences, dtype=float)
+    if d.ndim != 2 or d.size == 0:
+        raise ValueError(f"differences must be a non-empty seeds x inputs array, got shape {d.shape}")
+    mask = np.ones(d.shape, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+    if mask.shape != d.shape:
+        raise ValueError(f"valid must have the shape of differences, {d.shape}, got {mask.shape}")
+    _z(confidence)
+    values = np.where(mask, d, 0.0)
+    weights = mask.astype(float)
+    rng = np.random.default_rng(seed)
+    seeds, inputs = d.shape
+    chunks = []
+    for size in [1000] * (n_boot // 1000) + ([n_boot % 1000] if n_boot % 1000 else []):
+        s = rng.integers(0, seeds, (size, seeds))  # the seeds of each draw
+        counts = rng.multinomial(inputs, np.full(inputs, 1 / inputs), size=size).astype(float)
+        sums = np.einsum("bsi,bi->bs", values[s], counts)
+        sizes = np.einsum("bsi,bi->bs", weights[s], counts)
+        per_seed = np.divide(sums, sizes, out=np.full(sums.shape, np.nan), where=sizes > 0)
+        finite = np.isfinite(per_seed)
+        total = np.where(finite, per_seed, 0.0).sum(axis=1)
+        kept = finite.sum(axis=1)
+        chunks.append(np.divide(total, kept, out=np.full(size, np.nan), where=kept > 0))
+    stats = np.concatenate(chunks) if chunks else np.empty(0)
+    stats = stats[np.isfinite(stats)]
+    if stats.size == 0:
+        return math.nan, math.nan
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(stats, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
+@dataclass(frozen=True)
+class SignedRank:
+    """Wilcoxon's signed-rank test of paired values (x - y), zeros dropped."""
+
+    n: int  # pairs with a non-zero difference
+    positive: int  # pairs with x > y
+    negative: int
+    statistic: float  # W+: the sum of the ranks of the positive differences
+    z: float
+    p_value: float  # two-sided, normal approximation with tie and continuity corrections
+    median_ratio: float  # median over pairs of x / y (where y > 0)
+
+
+def wilcoxon_signed_rank(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> SignedRank:
+    """Wilcoxon's signed-rank test that x and y (paired, e.g. per-input distances of two models)
+    differ in location; for the sample sizes here (tens of pairs or more) the normal approximation
+    with the tie correction of the variance and a continuity correction is accurate."""
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"need two equally long 1-D arrays, got {a.shape} and {b.shape}")
+    keep = np.isfinite(a) & np.isfinite(b)
+    a, b = a[keep], b[keep]
+    ratio = float(np.median(a[b > 0] / b[b > 0])) if (b > 0).any() else math.nan
+    d = a - b
+    d = d[d != 0]
+    n = int(d.size)
+    if n == 0:
+        return SignedRank(0, 0, 0, 0.0, 0.0, 1.0, ratio)
+    order = np.argsort(np.abs(d), kind="mergesort")
+    ranks = np.empty(n)
+    magnitudes = np.abs(d)[order]
+    i = 0
+    ties = 0.0
+    while i < n:  # average ranks over ties
+        j = i
+        while j + 1 < n and magnitudes[j + 1] == magnitudes[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        t = j - i + 1
+        ties += t**3 - t
+        i = j + 1
+    w_plus = float(ranks[d > 0].sum())
+    mean = n * (n + 1) / 4
+    sd = math.sqrt(n * (n + 1) * (2 * n + 1) / 24 - ties / 48)
+    z = 0.0 if sd == 0 else (w_plus - mean - math.copysign(0.5, w_plus - mean)) / sd
+    if sd > 0 and abs(w_plus - mean) < 0.5:
+        z = 0.0
+    p = min(1.0, 2 * (1 - NormalDist().cdf(abs(z))))
+    return SignedRank(n, int((d > 0).sum()), int((d < 0).sum()), w_plus, z, p, ratio)

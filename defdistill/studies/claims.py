@@ -1,4 +1,4 @@
-"""Every number README.md and REPRODUCTION.md quote from a table is written there from the table.
+"""Every number README.md, REPRODUCTION.md and docs/*.md quote from a table is written there from the table.
 
 A document holds generated blocks:
 
@@ -7,7 +7,7 @@ A document holds generated blocks:
     <!-- end generated: NAME -->
 
 `results` is the results folder, relative to the document. `defdistill report` rewrites every
-block of README.md and REPRODUCTION.md that names the folder it reports on (`update_docs`);
+block of those documents that names the folder it reports on (`update_docs`);
 tests/test_claims.py regenerates each block from the committed tables and fails when the
 document's text differs (`stale_blocks`). The prose around the blocks quotes no measured
 number, so a claim can only change with the table it comes from.
@@ -39,7 +39,6 @@ BLOCK = re.compile(
 UNDEFENDED = run_name("teacher", 1)
 DEFENDED_T = 100.0
 DEFENDED = run_name("student", DEFENDED_T)
-SMALL_EPS = 0.1  # the budget where the worst case rises with T
 
 
 def headline_eps(dataset: str) -> float:
@@ -362,24 +361,32 @@ PAPER = {
 
 
 def _worst_words(results_dir: Path, dataset: str, models: Sequence[str], eps: float) -> str:
-    """The ensemble success (an input broken by any attack) of `models` at eps, with its interval."""
+    """The ensemble success (an input broken by any attack) of `models` at eps, with its interval,
+    set side by side only when every model's union was taken over the same attacks."""
     worst = read_records(results_dir, "worst_case")
     if worst.empty:
         return "not measured"
     worst = worst[(worst["dataset"] == dataset) & (worst["norm"] == "linf")]
     worst = worst[np.isclose(worst["eps"].astype(float), eps)]
-    parts = []
+    parts, lists = [], {}
     for model in models:
         rows = worst[worst["model"] == model].sort_values("n")
         if rows.empty:
             parts.append(f"{model} not measured")
             continue
         r = rows.iloc[-1]
+        lists[model] = str(r["attacks"]) if "attacks" in r.index and isinstance(r["attacks"], str) else ""
         parts.append(
             f"{model} {_pct(float(r['ensemble_success']))} "
             f"[{_pct(float(r['ensemble_success_lo']))}, {_pct(float(r['ensemble_success_hi']))}] "
             f"(n {int(r['n'])}; {r['ensemble_attacks']})"
         )
+    if len(lists) > 1 and (len(set(lists.values())) != 1 or "" in lists.values()):
+        differ = "; ".join(f"{m}: {a or 'not recorded'}" for m, a in lists.items())
+        return f"not compared: the models' worst cases were taken over different attack lists ({differ})"
+    if lists:
+        count = len(next(iter(lists.values())).split("+"))
+        parts.append(f"the same {count} attacks on each")
     return "; ".join(parts)
 
 
@@ -582,15 +589,12 @@ def temperature_findings(results_dir: Path, dataset: str = "digits") -> str:
     """REPRODUCTION.md: what the sweep shows about T, in sentences computed from the tables."""
     t = _Tables(results_dir, dataset)
     _need(t, "temperature-findings")
-    eps, small = headline_eps(dataset), SMALL_EPS
+    eps = headline_eps(dataset)
     s100, t100 = DEFENDED, run_name("teacher", DEFENDED_T)
     # T=1: the student distilled at T=1 where the sweep made one, else the undistilled network
     s1 = run_name("student", 1)
     if not (t.robustness["model"] == s1).any():
         s1 = UNDEFENDED
-    worst = (
-        pd.read_csv(results_dir / "worst_case.csv") if (results_dir / "worst_case.csv").is_file() else None
-    )
     text = [
         f"FGSM success at eps {eps:g} falls from {_pct(t.success(s1, 'fgsm', eps))} at T=1 ({s1}) to "
         f"{_pct(t.success(s100, 'fgsm', eps))} at T={format_T(DEFENDED_T)}, PGD's from "
@@ -609,42 +613,81 @@ def temperature_findings(results_dir: Path, dataset: str = "digits") -> str:
     cw = students[(students["attack"] == "cw") & students["eps"].isna()]
     if len(cw):
         d1, d100 = t.median_dist(s1, "cw"), t.median_dist(s100, "cw")
-        trend = "does not grow with T" if cw["median_dist"].max() <= 1.25 * d1 else "grows with T"
         text.append(
             f"CW finds an adversarial example for {_pct_span(cw['success_rate'])} of the inputs at every T; "
             f"its median L2 distance lies between {cw['median_dist'].min():.3f} and "
-            f"{cw['median_dist'].max():.3f} ({d1:.3f} at T=1, {d100:.3f} at T={format_T(DEFENDED_T)}): it "
-            f"{trend}."
+            f"{cw['median_dist'].max():.3f} ({d1:.3f} at T=1, {d100:.3f} at T={format_T(DEFENDED_T)}). "
+            + _cw_trend(results_dir, dataset, s1, s100)
         )
-    if worst is not None:
-        w = worst[(worst["dataset"] == dataset) & np.isclose(worst["eps"].astype(float), small)].set_index(
-            "model"
-        )
-        # the per-input union over the attacks when the table has it, else the strongest single attack
-        col = "ensemble_success" if "ensemble_success" in w.columns else "worst_success"
-        if {UNDEFENDED, s100} <= set(w.index) and col in w.columns:
-            a, b = float(w.loc[UNDEFENDED, col]), float(w.loc[s100, col])
-            if b > a:
-                change = (
-                    f"rises from {a:.2f} on {UNDEFENDED} to {b:.2f} on {s100}: distillation does not make "
-                )
-                change += "the network harder to attack there"
-            elif b < a:
-                change = f"falls from {a:.2f} on {UNDEFENDED} to {b:.2f} on {s100}"
-            else:
-                change = f"is {a:.2f} on both {UNDEFENDED} and {s100}"
-            text.append(
-                f"At the small budget eps {small:g} the worst case over the L-inf attacks (`worst_case.csv`, "
-                f"`{col}`) "
-                f"{change}. Whether such a difference exceeds the noise of one seed is for the paired, "
-                "per-input test over seeds in REPORT.md (Small budgets)."
-            )
+    text.append(
+        "The small budgets, where the question is which network is broken more often, are compared over "
+        "seeds and on the same attacks in REPORT.md (Small budgets) and below."
+    )
     text.append(
         f"The teacher trained at T={format_T(DEFENDED_T)} and attacked at T=1 behaves like the student "
         f"(FGSM {_pct(t.success(t100, 'fgsm', eps))}, PGD {_pct(t.success(t100, 'pgd', eps))} "
         f"at eps {eps:g})."
     )
     return " ".join(text)
+
+
+def _cw_distances(results_dir: Path, dataset: str, model: str) -> np.ndarray | None:
+    """Per-input CW (L2, unbounded) distances of `model`, NaN where none was found."""
+    from ..report import per_input_outcomes
+
+    rows = read_records(results_dir, "robustness", per_input=True)
+    rows = rows[(rows["dataset"] == dataset) & (rows["model"] == model) & (rows["attack"] == "cw")]
+    rows = rows[rows["eps"].isna()]
+    if rows.empty:
+        return None
+    outcomes = per_input_outcomes(rows.iloc[0])
+    if outcomes is None:
+        return None
+    broken, dist, correct = outcomes
+    return np.where(broken & correct, dist, np.nan)
+
+
+def _cw_trend(results_dir: Path, dataset: str, low: str, high: str) -> str:
+    """Whether CW's distance changes from `low` (T=1) to `high` (T=100): Wilcoxon's signed-rank test
+    of the per-input distances, on the inputs both have one for, two-sided at the 0.05 level."""
+    from ..core.stats import wilcoxon_signed_rank
+
+    a, b = _cw_distances(results_dir, dataset, high), _cw_distances(results_dir, dataset, low)
+    if a is None or b is None or a.shape != b.shape:
+        return "Whether it changes with T is not tested here: the records lack per-input CW distances."
+    both = np.isfinite(a) & np.isfinite(b)
+    test = wilcoxon_signed_rank(a[both], b[both])
+    if test.p_value < 0.05:
+        trend = f"{high}'s distances are {'larger' if test.positive > test.negative else 'smaller'}"
+    else:
+        trend = f"no change between {low} and {high} is detectable at the 0.05 level"
+    return (
+        f"Input by input (Wilcoxon's signed-rank test on the {int(both.sum())} inputs both have a distance "
+        f"for), {high}'s distance is larger on {test.positive} and smaller on {test.negative}, median ratio "
+        f"{test.median_ratio:.3f}, {_p_value(test.p_value)}: {trend}."
+    )
+
+
+def _p_value(p: float) -> str:
+    """`p < 0.0001`, `p = 0.0021`, `p = 0.13`."""
+    if p < 1e-4:
+        return "p < 0.0001"
+    return f"p = {p:.2g}" if p < 0.01 else "p = " + f"{p:.3f}".rstrip("0").rstrip(".")
+
+
+def small_budget(results_dir: Path, dataset: str = "digits", eps: str = "0.1") -> str:
+    """REPRODUCTION.md: the small-budget comparisons of REPORT.md at the listed budgets, over the seeds
+    of `results_dir` and its seeds/ folders, on the attacks both models faced (report.compare_pair)."""
+    from ..report import attack_outcomes, seed_robustness, small_budget_comparison, small_budget_sentence
+
+    budgets = [float(e) for e in eps.split(",")]
+    rows = read_records(results_dir, "robustness", per_input=True)
+    outcomes = attack_outcomes(pd.concat([rows, seed_robustness(results_dir)], ignore_index=True))
+    keep = (outcomes["dataset"] == dataset) & np.isin(outcomes["eps"].round(6), np.round(budgets, 6))
+    table = small_budget_comparison(outcomes[keep])
+    if table.empty:
+        return f"Not measured: no per-input records of two compared models on {dataset} at eps {eps}."
+    return "\n".join(small_budget_sentence(r) for r in table.to_dict("records"))
 
 
 def sweep_cost(results_dir: Path, dataset: str = "digits") -> str:
@@ -681,7 +724,52 @@ def accuracy_noise(results_dir: Path, dataset: str = "digits") -> str:
     return text[0].upper() + text[1:] + " (`accuracy_gap.csv`)."
 
 
+def _attack_lists(results_dir: Path, dataset: str, eps: float) -> dict[str, str]:
+    """Per model, the L-inf attacks of its per-input worst case at `eps` (sorted, joined by '+'):
+    the bounded attacks recorded at `eps` and the unbounded L-inf ones (HopSkipJump)."""
+    rows = read_records(results_dir, "robustness")
+    rows = rows[(rows["dataset"] == dataset) & (rows["norm"] == "linf")]
+    at = rows[rows["eps"].isna() | np.isclose(rows["eps"].astype(float).fillna(-1), eps)]
+    return {m: "+".join(sorted(set(g["attack"]))) for m, g in at.groupby("model")}
+
+
+def defences_headline(results_dir: Path, dataset: str = "digits", eps: str = "0.1") -> str:
+    """docs/defences.md: worst-case robust accuracy per defence at one budget, and the verdicts,
+    compared only when every model faced the same attacks."""
+    budget = float(eps)
+    path = results_dir / "defences.csv"
+    if not path.is_file():
+        raise DefdistillError(f"no {path} for the block defences-headline: run experiments/defences.sh")
+    table = pd.read_csv(path)
+    table = table[table["dataset"] == dataset]
+    column = f"robust_acc@{budget:g}"
+    if table.empty or column not in table.columns:
+        raise DefdistillError(f"{path} has no {dataset} rows with {column}")
+    lists = _attack_lists(results_dir, dataset, budget)
+    models = list(table["model"])
+    used = {lists.get(m, "") for m in models}
+    n = int(table["n"].iloc[0])
+    if len(used) != 1 or "" in used:
+        differ = "; ".join(f"{m}: {lists.get(m) or 'none'}" for m in models)
+        return (
+            f"Not compared: at eps {budget:g} the models faced different attack lists ({differ}), "
+            "and a worst case over fewer attacks is not comparable with one over more. Rerun "
+            "experiments/defences.sh with one ATTACKS list for every model."
+        )
+    parts = [f"{r.defence} ({r.model}) {float(r[column]):.3f}" for _, r in table.iterrows()]
+    masked = [r.model for _, r in table.iterrows() if str(r.masked) == "True"]
+    clean = [r.model for _, r in table.iterrows() if str(r.masked) != "True"]
+    return (
+        f"At L-inf eps {budget:g} on the first {n} test inputs, worst-case robust accuracy (an input "
+        "counts only if it is classified correctly and no attack broke it; every model faced the same "
+        f"attacks, {used.pop()}): " + ", ".join(parts) + ". The gradient-masking diagnosis flags "
+        f"{', '.join(masked) if masked else 'none of them'} and passes "
+        f"{', '.join(clean) if clean else 'none'} (`defences.csv`, `masked`)."
+    )
+
+
 RENDERERS: dict[str, Callable[..., str]] = {
+    "defences-headline": defences_headline,
     "measured-figures": measured_figures,
     "privacy-results": privacy_results,
     "paper-comparison": paper_comparison,
@@ -689,6 +777,7 @@ RENDERERS: dict[str, Callable[..., str]] = {
     "student-success": student_success,
     "temperature-findings": temperature_findings,
     "sweep-cost": sweep_cost,
+    "small-budget": small_budget,
     "accuracy-noise": accuracy_noise,
 }
 
@@ -726,6 +815,14 @@ def regenerate(path: Path, results_dir: Path | None = None) -> str:
         return match["begin"] + render_block(match["name"], doc_dir, params) + match["end"]
 
     return BLOCK.sub(replace, text)
+
+
+def default_docs(root: Path) -> list[Path]:
+    """The documents `defdistill report` rewrites by default: README.md, REPRODUCTION.md and
+    docs/*.md under `root`, those that exist."""
+    return [p for p in (root / "README.md", root / "REPRODUCTION.md") if p.is_file()] + sorted(
+        (root / "docs").glob("*.md")
+    )
 
 
 def update_docs(docs: Sequence[str | Path], results_dir: str | Path) -> list[Path]:
