@@ -41,10 +41,19 @@ def check_seed(seed: int) -> int:
     return seed
 
 
+# Far above any temperature the literature uses (Papernot et al. go to 100); a run is named after
+# its T, and 1e308 written out is longer than a file name may be.
+MAX_TEMPERATURE = 1e6
+
+
 def check_temperature(T: float) -> float:
-    """Validate a temperature: finite and > 0."""
-    if not isinstance(T, (int, float)) or not math.isfinite(T) or T <= 0:
+    """Validate a temperature: finite, > 0 and at most MAX_TEMPERATURE."""
+    if isinstance(T, bool) or not isinstance(T, (int, float)) or not math.isfinite(T) or T <= 0:
         raise DefdistillError(f"temperature must be a finite number > 0, got {T}: try --T 100")
+    if T > MAX_TEMPERATURE:
+        raise DefdistillError(
+            f"temperature {T:g} is above {MAX_TEMPERATURE:g}, the largest accepted: try --T 100"
+        )
     return float(T)
 
 
@@ -99,3 +108,24 @@ def check_budget_options(
     except ValueError as exc:
         word, _, rest = str(exc).partition(" ")
         raise DefdistillError(f"{BUDGET_OPTIONS.get(word, word)} {rest}") from None
+
+
+# Deeper than any spec or record this tool writes (a sweep spec nests 3 levels); a parser would
+# recurse once per level and fail with RecursionError far beyond it.
+MAX_NESTING = 32
+
+
+def check_nesting(text: str, what: str, limit: int = MAX_NESTING) -> str:
+    """Refuse JSON or YAML text whose brackets nest deeper than `limit`, before it is parsed."""
+    depth = deepest = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                raise DefdistillError(
+                    f"{what} nests deeper than {limit} levels: it is not a file this tool wrote"
+                )
+        elif char in "]}":
+            depth = max(depth - 1, 0)
+    return text

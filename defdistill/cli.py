@@ -126,6 +126,10 @@ NumWorkers = Annotated[
     ),
 ]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue from the run's last completed epoch.")]
+Force = Annotated[
+    bool,
+    typer.Option("--force", help="Train over a finished run of the same name (its records then go stale)."),
+]
 RecipeName = Annotated[
     str | None,
     typer.Option(
@@ -314,6 +318,7 @@ def train_teacher_cmd(
         float | None,
         typer.Option("--beta", help="TRADES' robust-term weight, >= 0 (default 6, the paper's)."),
     ] = None,
+    force: Force = False,
 ) -> None:
     """Train a teacher at temperature T (T=1 is the ordinary, undefended network), or adversarially (--adv).
 
@@ -326,7 +331,7 @@ def train_teacher_cmd(
         train_teacher, dataset=dataset, T=T, epochs=epochs, seed=seed, arch=arch, runs_dir=runs_dir,
         data_dir=data_dir, device=device, progress=_reporter(quiet), resume=resume, recipe=recipe, amp=amp,
         num_workers=num_workers, adv=adv, adv_eps=adv_eps, adv_steps=adv_steps, adv_step_size=adv_step_size,
-        beta=beta,
+        beta=beta, force=force,
     )  # fmt: skip
     if not _main_rank():
         return
@@ -410,6 +415,7 @@ def distill_cmd(
     adv_eps: AdvEps = None,
     adv_steps: AdvSteps = None,
     adv_step_size: AdvStepSize = None,
+    force: Force = False,
 ) -> None:
     """Train a student on the teacher's soft labels at T (or a variant); it is deployed at T=1.
 
@@ -425,7 +431,7 @@ def distill_cmd(
         progress=_reporter(quiet), method=method, name=name, generations=generations,
         transfer_set=transfer_set, layer=layer, feature_weight=feature_weight, resume=resume, recipe=recipe,
         amp=amp, num_workers=num_workers,
-        adv_eps=adv_eps, adv_steps=adv_steps, adv_step_size=adv_step_size,
+        adv_eps=adv_eps, adv_steps=adv_steps, adv_step_size=adv_step_size, force=force,
     )  # fmt: skip
     if not _main_rank():
         return
@@ -523,12 +529,26 @@ def attack_cmd(
 
 
 @app.command("tables")
-def tables_cmd(results_dir: ResultsDir = Path("results"), quiet: Quiet = False) -> None:
+def tables_cmd(
+    results_dir: ResultsDir = Path("results"), runs_dir: RunsDir = Path("runs"), quiet: Quiet = False
+) -> None:
     """Rebuild every table in results/ from the recorded rows; one line says what was rebuilt
-    (`defdistill show TABLE` prints one)."""
-    from .store.tables import rebuild_tables
+    (`defdistill show TABLE` prints one). Derived rows (accuracy gap, worst case) missing or
+    stale are recomputed from the runs and the attack records first; records of weights a run no
+    longer has are left out, one line per group."""
+    from .store.tables import describe_stale
+    from .studies.derive import derive
 
-    frames = _call(rebuild_tables, results_dir)
+    derived = _call(derive, results_dir, runs_dir)
+    _notes(describe_stale(derived.build.stale))
+    restored = [
+        f"{count} {what}"
+        for count, what in ((derived.accuracy_gap, "accuracy-gap"), (derived.worst_case, "worst-case"))
+        if count
+    ]
+    if restored:
+        out.print(f"recomputed {' and '.join(restored)} rows from the primary data", highlight=False)
+    frames = derived.build.frames
     summary = ", ".join(f"{name} ({len(frame)} rows)" for name, frame in frames.items()) or "no records yet"
     out.print(f"rebuilt {summary} in {results_dir}", highlight=False, soft_wrap=True)
 

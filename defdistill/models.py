@@ -10,7 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from .errors import DefdistillError
 
@@ -28,6 +30,50 @@ class Normalize(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
+
+
+class _ChannelsLastMaxPool(torch.autograd.Function):
+    """Max-pooling computed in channels-last layout, returned (values and argmax indices) in the
+    input's layout; the backward is PyTorch's own, from those indices."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, *options: object) -> torch.Tensor:
+        out, indices = torch.ops.aten.max_pool2d_with_indices(
+            x.contiguous(memory_format=torch.channels_last), *options
+        )
+        indices = indices.contiguous()
+        ctx.save_for_backward(x, indices)
+        ctx.options = options  # type: ignore[attr-defined]
+        return out.contiguous()
+
+    @staticmethod
+    @once_differentiable
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
+        x, indices = ctx.saved_tensors  # type: ignore[attr-defined]
+        options = ctx.options  # type: ignore[attr-defined]
+        grad_x = torch.ops.aten.max_pool2d_with_indices_backward(grad.contiguous(), x, *options, indices)
+        return (grad_x, *([None] * len(options)))
+
+
+class MaxPool2d(nn.MaxPool2d):
+    """nn.MaxPool2d whose CPU kernel runs in channels-last layout: the same maxima, the same
+    gradient (PyTorch's backward, from the same argmax indices), in the same NCHW layout out.
+
+    PyTorch's NCHW pooling kernel on the CPU costs about 0.3 us per feature map, so on small maps
+    it takes as long as the convolutions: on a digits batch of 120 (64 maps of 8x8) 2.4 ms, against
+    0.13 ms channels-last (tests/test_performance.py checks values and gradients are identical).
+    Other devices, and a pooling asked for its indices, use PyTorch's kernel as it is.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu" or x.dim() != 4 or self.return_indices:
+            return super().forward(x)
+        options = (self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _ChannelsLastMaxPool.apply(x, *options)
+        return F.max_pool2d(x.contiguous(memory_format=torch.channels_last), *options).contiguous()
 
 
 class ImageClassifier(nn.Module):
@@ -104,7 +150,7 @@ def _digits_cnn(shape: tuple[int, int, int], num_classes: int) -> tuple[nn.Modul
         nn.ReLU(),
         nn.Conv2d(32, 64, 3, padding=1),
         nn.ReLU(),
-        nn.MaxPool2d(2),
+        MaxPool2d(2),
     )
     classifier = nn.Sequential(
         nn.Flatten(),
@@ -125,12 +171,12 @@ def _papernot_net(
         nn.ReLU(),
         nn.Conv2d(c1, c2, 3),
         nn.ReLU(),
-        nn.MaxPool2d(2),
+        MaxPool2d(2),
         nn.Conv2d(c2, c3, 3),
         nn.ReLU(),
         nn.Conv2d(c3, c4, 3),
         nn.ReLU(),
-        nn.MaxPool2d(2),
+        MaxPool2d(2),
     )
     # Table II of the paper gives a dropout rate of 0.5 for the fully connected layers, so both
     # hidden ones have it; Carlini's reference code, training the same network, has it after
@@ -176,7 +222,7 @@ def _small_cnn(
         nn.ReLU(),
         nn.Conv2d(c1, c2, 3, padding=1),
         nn.ReLU(),
-        nn.MaxPool2d(2),
+        MaxPool2d(2),
     )
     classifier = nn.Sequential(
         nn.Flatten(),

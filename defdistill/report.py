@@ -36,7 +36,6 @@ from .store.tables import (
     ROLE_RANK,
     migrate_privacy_records,
     read_records,
-    refresh_accuracy_baselines,
     to_markdown,
 )
 
@@ -548,7 +547,9 @@ def _check_report_inputs(results_dir: Path, eps: float | None) -> None:
 def _load_records(results_dir: Path, runs_dir: str | Path | None, datasets: list[str] | None) -> _Records:
     """Refresh the accuracy baselines and migrate old privacy keys, then read the records of
     `datasets` (every dataset when None)."""
-    refresh_accuracy_baselines(results_dir, runs_dir)
+    from .studies.derive import derive
+
+    derive(results_dir, runs_dir)  # derived rows (accuracy gap, worst case) restored from primary data
     for folder in [results_dir, *sorted((results_dir / PRIVACY_SEEDS_DIR).glob("*/"))]:
         migrate_privacy_records(folder)  # rows keyed before the transfer set was part of the key
     all_robustness = read_records(results_dir, "robustness", per_input=True)
@@ -587,8 +588,9 @@ def write_report(
 ) -> ReportResult:
     """Plot every dataset in results_dir's records and write REPORT.md beside the plots.
 
-    First the accuracy_gap rows get their cost against teacher-T1 (`refresh_accuracy_baselines`:
-    from `runs_dir` when given, else from the rows themselves). `docs` (README.md,
+    First the derived rows are brought up to date (`studies.derive.derive`: accuracy gaps and worst
+    cases recomputed where missing or stale, and the cost against teacher-T1, from `runs_dir` when
+    given, else from the rows themselves). `docs` (README.md,
     REPRODUCTION.md) have their generated blocks that name this results folder rewritten from
     the tables (`defdistill.studies.claims`). `eps` (default: each dataset's headline budget,
     DatasetSpec.headline_eps, one at which random noise fools the undefended network on under
@@ -1003,11 +1005,14 @@ def diagnosis_section(results_dir: Path, datasets: list[str]) -> list[str]:
             "",
         ]
     summary = diagnosis_summary(diagnostics)
-    masked = summary[summary["failed"] > 0]
+    counts = {v: summary[summary["verdict"] == v] for v in ("masked", "not-masked", "inconclusive")}
+    named = "; ".join(f"{v}: {', '.join(f['model'])}" for v, f in counts.items() if len(f))
     lines += [
-        f"{len(summary)} models diagnosed with the checks of Carlini et al. (2019); {len(masked)} fail "
-        "at least one check, which makes their robustness to the standard attacks likely gradient masking"
-        + (f" ({', '.join(masked['model'])})." if len(masked) else "."),
+        f"{len(summary)} models diagnosed. The verdict is a paired test on the same inputs at every eps "
+        "(one-sided exact McNemar, Holm-corrected, a gap of at least 0.05 in robust accuracy): masked "
+        "when cross-entropy gradient attacks on the model as given leave significantly more inputs "
+        "standing than the per-input worst case over every recorded attack; the checks of Carlini et al. "
+        f"(2019) explain it and never make it alone" + (f" ({named})." if named else "."),
         "",
         to_markdown(summary),
     ]

@@ -102,7 +102,7 @@ def test_distillation_loss_is_kl_at_T_scaled_by_T_squared():
 
 def test_distill_writes_a_loadable_student_and_its_accuracy_gap_row(runs_copy, tmp_path):
     results = tmp_path / "results"
-    result = distill(T=100, epochs=3, runs_dir=runs_copy, results_dir=results, device="cpu")
+    result = distill(T=100, epochs=3, runs_dir=runs_copy, results_dir=results, device="cpu", force=True)
     model, meta = load_run(result.path, dataset="digits")
     assert meta["teacher"] == "teacher-T100" and result.notes == []
     gap = pd.read_csv(results / "accuracy_gap.csv")

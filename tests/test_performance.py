@@ -107,3 +107,44 @@ def test_seeding_turns_deterministic_kernels_on_without_importing_the_compiler()
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["True", "True", "False"]  # torch._inductor costs ~1.4 s and ~150 MB
+
+
+@pytest.mark.parametrize("dataset", ["digits", "mnist"])
+def test_channels_last_max_pool_gives_the_stock_pooling_values_and_gradients(dataset):
+    import copy
+
+    import torch.nn.functional as F
+    from torch import nn
+
+    from defdistill.data.registry import get_dataset_spec
+    from defdistill.models import MaxPool2d, build_model
+
+    spec = get_dataset_spec(dataset)
+    torch.manual_seed(0)
+    ours = build_model(spec.default_arch, spec.shape, spec.num_classes, spec.mean, spec.std)
+    stock = copy.deepcopy(ours)
+    swapped = 0
+    for module in stock.modules():
+        for name, child in module.named_children():
+            if isinstance(child, MaxPool2d):
+                module._modules[name] = nn.MaxPool2d(child.kernel_size, child.stride)
+                swapped += 1
+    assert swapped and not any(type(m) is MaxPool2d for m in stock.modules())
+    # quantised inputs and post-ReLU zeros: ties inside the pooling windows are common
+    x = (torch.rand(16, *spec.shape) * 4).round() / 4
+    y = torch.randint(0, spec.num_classes, (16,))
+    for train in (False, True):
+        grads = []
+        for model in (ours, stock):
+            model.train(train)
+            torch.manual_seed(1)  # the same dropout masks
+            xg = x.clone().requires_grad_(True)
+            model.zero_grad()
+            logits = model(xg)
+            F.cross_entropy(logits, y).backward()
+            grads.append((logits.detach(), xg.grad, [p.grad.clone() for p in model.parameters()]))
+        (lo, gx, gp), (lo_s, gx_s, gp_s) = grads
+        assert torch.equal(lo, lo_s) and torch.equal(gx, gx_s)
+        assert all(torch.equal(a, b) for a, b in zip(gp, gp_s, strict=True))
+    with torch.no_grad():
+        assert torch.equal(ours.eval()(x), stock.eval()(x))

@@ -309,6 +309,7 @@ def test_sigint_during_training_keeps_the_finished_run_and_resume_gives_identica
     run = runs_copy / "digits" / "teacher-T1"
     finished = snapshot(run)
     args = ["--T", "1", "--epochs", "4", "--seed", "3", "--runs-dir", runs_copy, "--device", "cpu", "--quiet"]
+    args.append("--force")  # over the finished run, which must survive the interrupt
     process = cli_process("train-teacher", *args, cwd=tmp_path)
     wait_for(lambda: (run / "checkpoint.json").exists(), process, "the first epoch's checkpoint")
     process.send_signal(signal.SIGINT)
@@ -334,10 +335,16 @@ def test_interrupted_distillation_resumes_to_the_uninterrupted_weights(trained_r
     settings = dict(T=100, epochs=3, seed=5, device="cpu")
     reference_runs = tmp_path / "reference"
     shutil.copytree(trained_runs.runs_dir, reference_runs)
-    reference = distill(**settings, runs_dir=reference_runs, results_dir=tmp_path / "ref-results")
+    reference = distill(**settings, runs_dir=reference_runs, results_dir=tmp_path / "ref-results", force=True)
 
     with pytest.raises(KeyboardInterrupt):
-        distill(**settings, runs_dir=runs_copy, results_dir=tmp_path / "results", progress=InterruptAfter(2))
+        distill(
+            **settings,
+            runs_dir=runs_copy,
+            results_dir=tmp_path / "results",
+            progress=InterruptAfter(2),
+            force=True,
+        )
     run = runs_copy / "digits" / "student-T100"
     assert json.loads((run / "checkpoint.json").read_text())["epoch"] == 2
     with pytest.raises(DefdistillError, match="made with seed=5, this command asks for seed=6"):
@@ -350,7 +357,7 @@ def test_interrupted_distillation_resumes_to_the_uninterrupted_weights(trained_r
 
 def test_damaged_training_checkpoint_refuses_to_resume(runs_copy, tmp_path):
     with pytest.raises(KeyboardInterrupt):
-        train_teacher(T=1, epochs=3, runs_dir=runs_copy, device="cpu", progress=InterruptAfter(1))
+        train_teacher(T=1, epochs=3, runs_dir=runs_copy, device="cpu", progress=InterruptAfter(1), force=True)
     tensors = runs_copy / "digits" / "teacher-T1" / "checkpoint.safetensors"
     tensors.write_bytes(tensors.read_bytes()[:-100])
     result = invoke("train-teacher", "--T", "1", "--epochs", "3", "--runs-dir", runs_copy, "--device", "cpu",
@@ -379,7 +386,7 @@ def test_nan_loss_stops_training_and_keeps_the_finished_run_and_last_good_checkp
     run = runs_copy / "digits" / "teacher-T1"
     finished = snapshot(run)
     result = invoke("train-teacher", "--T", "1", "--epochs", "3", "--runs-dir", runs_copy, "--device", "cpu",
-                    "--quiet")  # fmt: skip
+                    "--quiet", "--force")  # fmt: skip
     assert_one_line_error(result, "loss became nan in epoch 2", "lower the learning rate", "after epoch 1")
     assert {k: v for k, v in snapshot(run).items() if not k.startswith("checkpoint")} == finished
     assert json.loads((run / "checkpoint.json").read_text())["epoch"] == 1

@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import DefdistillError
+from .processes import die_with_parent
 
 T_ = TypeVar("T_")
 
@@ -76,6 +77,7 @@ def session(device: torch.device) -> Iterator[tuple[World, torch.device]]:
     if not world.distributed:
         yield World(), device
         return
+    die_with_parent()  # a rank never outlives torchrun's agent (SIGKILL on it included)
     if device.type == "mps":
         raise DefdistillError(
             "multi-process training runs on CUDA or the CPU, not MPS: pass --device cuda or cpu"

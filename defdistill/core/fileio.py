@@ -5,15 +5,72 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import signal
+import socket
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ..errors import DefdistillError
+
+# A temporary file is named after its writer: `.<name>.<host>-<pid>-<token>.tmp`, so one that a
+# killed writer left behind (SIGKILL runs no cleanup) is told from one still being written.
+TEMP_SUFFIX = ".tmp"
+_TEMP_NAME = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9_-]{1,24})-(?P<pid>[0-9]+)-[0-9a-f]{12}\.tmp$")
+ORPHAN_AGE_S = 24 * 3600  # a temporary file of another machine counts as left over after a day
+# The name older versions gave them, without the writer: left over once an hour old.
+_LEGACY_TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
+LEGACY_ORPHAN_AGE_S = 3600
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:24] or "host"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_orphan_temps(directory: str | Path, depth: int = 3) -> list[Path]:
+    """Remove the temporary files that killed writers left in `directory` (and up to `depth`
+    levels of folders below it): those of a process of this machine that no longer runs, or of
+    another machine, a day old. Returns them."""
+    directory = Path(directory)
+    removed: list[Path] = []
+    if not directory.is_dir():
+        return removed
+    host, now = _host(), time.time()
+    for level in range(depth + 1):
+        for path in directory.glob("/".join(["*"] * level + [f".*{TEMP_SUFFIX}"])):
+            match = _TEMP_NAME.match(path.name)
+            legacy = match is None and _LEGACY_TEMP_NAME.match(path.name) is not None
+            if (match is None and not legacy) or not path.is_file():
+                continue
+            try:
+                age = now - path.stat().st_mtime
+                if legacy:
+                    left_over = age > LEGACY_ORPHAN_AGE_S
+                elif match is not None and match["host"] == host:
+                    left_over = not _alive(int(match["pid"]))
+                else:
+                    left_over = age > ORPHAN_AGE_S
+                if left_over:
+                    path.unlink()
+                    removed.append(path)
+            except OSError:
+                continue  # gone already, or not ours to remove
+    return removed
 
 
 def _new_temp_file(path: Path) -> tuple[Path, int]:
@@ -25,7 +82,7 @@ def _new_temp_file(path: Path) -> tuple[Path, int]:
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     for _ in range(100):
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        tmp = path.parent / f".{path.name}.{_host()}-{os.getpid()}-{secrets.token_hex(6)}{TEMP_SUFFIX}"
         try:
             fd = os.open(tmp, flags, 0o666)
         except FileExistsError:
@@ -142,4 +199,5 @@ def ensure_writable_dir(directory: str | Path, option: str) -> Path:
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise DefdistillError(f"cannot write to {directory} ({reason}): pass a writable {option}") from None
+    remove_orphan_temps(directory)  # what a killed writer left behind, before new work starts
     return directory

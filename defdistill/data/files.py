@@ -58,47 +58,82 @@ OFFICIAL_IDX_MD5 = {
 OFFICIAL_IDX_COUNT = {"train": 60_000, "t10k": 10_000}
 
 
-def read_idx(path: str | Path, *, official_md5: str | None = None) -> np.ndarray:
+# The most items an IDX file may hold (MNIST's training split has 60,000): a header promising
+# more is refused before its body is read, so a forged one cannot make the reader allocate it.
+MAX_IDX_ITEMS = 1_000_000
+# Deflate compresses at most about 1032:1, so a .gz file that promises more bytes than that
+# times its own size cannot hold them (truncated, or lying about its size).
+MAX_DEFLATE_RATIO = 1032
+_CHUNK = 1 << 20
+
+
+def _idx_fault(path: Path, message: str) -> DefdistillError:
+    return DefdistillError(f"{path} {message}: delete it and fetch it again")
+
+
+def read_idx(
+    path: str | Path, *, official_md5: str | None = None, item_shape: tuple[int, ...] | None = None
+) -> np.ndarray:
     """Read an IDX file of unsigned bytes (raw, or gzip-compressed if it ends in .gz).
 
-    `official_md5`: the MD5 of the official file's uncompressed bytes; a file that holds the
-    official number of items but other bytes is refused.
+    The file is streamed: its header is read and checked first (magic, dimensions, `item_shape`
+    when given, at most MAX_IDX_ITEMS items), then exactly the number of bytes the header
+    promises is decompressed, so a gzip bomb is refused after a bounded read, not after it has
+    been inflated into memory. `official_md5`: the MD5 of the official file's uncompressed
+    bytes; a file that holds the official number of items but other bytes is refused.
     """
     path = Path(path)
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as handle:
-                data = handle.read()
-        else:
-            data = path.read_bytes()
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as handle:
+            head = handle.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != IDX_UBYTE or head[3] == 0:
+                raise _idx_fault(
+                    path, f"is not an IDX file of unsigned bytes (header {head[:4].hex() or 'empty'})"
+                )
+            ndim = head[3]
+            shape = handle.read(4 * ndim)
+            if len(shape) < 4 * ndim:
+                raise _idx_fault(path, "is truncated in its header")
+            dims = struct.unpack(f">{ndim}I", shape)
+            if item_shape is not None and tuple(dims[1:]) != tuple(item_shape):
+                raise DefdistillError(
+                    f"{path} holds items of shape {tuple(dims[1:])}, not {tuple(item_shape)}: "
+                    "it is not a file of this dataset"
+                )
+            if dims[0] > MAX_IDX_ITEMS:
+                raise _idx_fault(path, f"promises {dims[0]} items, more than {MAX_IDX_ITEMS}")
+            count = math.prod(dims)
+            if path.suffix == ".gz" and count > MAX_DEFLATE_RATIO * max(path.stat().st_size, 1):
+                raise _idx_fault(
+                    path, f"promises {count} bytes, more than a file of {path.stat().st_size} can hold"
+                )
+            body = bytearray(count)
+            view, filled = memoryview(body), 0
+            while filled < count:
+                got = handle.readinto(view[filled : filled + _CHUNK])
+                if not got:
+                    break
+                filled += got
+            extra = handle.read(1)
     except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
         raise DefdistillError(f"{path} cannot be read ({exc}): delete it and fetch it again") from None
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != IDX_UBYTE or data[3] == 0:
-        raise DefdistillError(
-            f"{path} is not an IDX file of unsigned bytes (header {data[:4].hex() or 'empty'}): "
-            "delete it and fetch it again"
-        )
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DefdistillError(f"{path} is truncated in its header: delete it and fetch it again")
-    dims = struct.unpack(f">{ndim}I", data[4:header])
-    count = math.prod(dims)
-    if len(data) - header != count:
-        raise DefdistillError(
-            f"{path} holds {len(data) - header} bytes of data where its header {dims} promises {count} "
-            "(truncated or damaged): delete it and fetch it again"
+    if filled != count or extra:
+        found = f"{filled} bytes" if filled != count else "more bytes"
+        raise _idx_fault(
+            path, f"holds {found} of data where its header {dims} promises {count} (truncated or damaged)"
         )
     prefix = path.name.split("-")[0]
     if official_md5 is not None and dims[0] == OFFICIAL_IDX_COUNT.get(prefix):
-        found = hashlib.md5(data, usedforsecurity=False).hexdigest()
-        if found != official_md5:
+        digest = hashlib.md5(head + shape, usedforsecurity=False)
+        digest.update(body)
+        found_md5 = digest.hexdigest()
+        if found_md5 != official_md5:
             raise DefdistillError(
                 f"{path} has the official size but not the official content (MD5 of its uncompressed "
-                f"bytes {found}, expected {official_md5}): it is damaged or altered; delete it and "
+                f"bytes {found_md5}, expected {official_md5}): it is damaged or altered; delete it and "
                 f"fetch it again ({DOWNLOAD_HINT.removeprefix('or ')})"
             )
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
 
 
 def _find_idx(raw: Path, name: str) -> Path | None:
@@ -134,8 +169,8 @@ def load_idx_split(
         )
     image_path, label_path = found
     checksums = OFFICIAL_IDX_MD5.get(folder, {})
-    images = read_idx(image_path, official_md5=checksums.get(names[0]))
-    labels = read_idx(label_path, official_md5=checksums.get(names[1]))
+    images = read_idx(image_path, official_md5=checksums.get(names[0]), item_shape=image_size)
+    labels = read_idx(label_path, official_md5=checksums.get(names[1]), item_shape=())
     if images.ndim != 3 or images.shape[1:] != image_size:
         raise DefdistillError(
             f"{image_path} holds images of shape {images.shape[1:]}, not {image_size}: "

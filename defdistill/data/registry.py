@@ -71,6 +71,11 @@ def load_dataset(
     if split not in SPLITS:
         raise DefdistillError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
     x, y = spec.loader(split, Path(data_dir), download)
+    if len(x) == 0:  # nothing to train on, or to test on: refused before any work
+        where = f" in {data_dir}" if spec.needs_files else ""
+        raise DefdistillError(
+            f"the {split} split of {name!r}{where} holds no images: put the dataset's full files there"
+        )
     return x.clone(), y.clone()
 
 

@@ -24,15 +24,25 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 import foolbox as fb  # noqa: E402
 
 from ..checks import check_choice, check_eps, check_names, check_positive_int, check_seed, check_temperature  # noqa: E402
+from ..core.faults import crash_point  # noqa: E402
 from ..core.fileio import ensure_writable_dir  # noqa: E402
 from ..core.progress import SILENT, ProgressReporter  # noqa: E402
 from ..core.runtime import resolve_device, seed_everything  # noqa: E402
 from ..data.registry import get_dataset_spec, load_dataset  # noqa: E402
 from ..errors import DefdistillError  # noqa: E402
 from ..models import predict_logits  # noqa: E402
-from ..store.runs import SURROGATE_NAME, format_T, load_run, resolve_model  # noqa: E402
+from ..store.runs import (  # noqa: E402
+    SURROGATE_NAME,
+    check_finite_weights,
+    current_weights,
+    format_T,
+    load_run,
+    resolve_model,
+    run_identity,
+)
 from ..store.tables import (
     PER_INPUT,  # noqa: E402
+    check_records,  # noqa: E402
     record_rows,  # noqa: E402
 )
 from .apgd import APGD, APGDT  # noqa: E402
@@ -547,6 +557,7 @@ def load_target(
     torch_device = resolve_device(device)
     path = resolve_model(model, runs_dir, dataset, T)
     net, meta = load_run(path, dataset=dataset, map_location=torch_device)
+    check_finite_weights(net, path)
     return path, net, meta, torch_device
 
 
@@ -596,20 +607,30 @@ def attack_model(
     if any(ATTACKS[a].uses_surrogate for a in names):
         settings = replace(settings, surrogate=load_surrogate(surrogate, dataset, runs_dir, torch_device))
     ensure_writable_dir(results_dir, "--results-dir")  # before the attack, not after it
+    check_records(results_dir, ("robustness", "worst_case"))  # a damaged record: now, not after the attack
     x, y = load_dataset(dataset, "test", data_dir)
+    notes = []
+    if n is not None and n > len(x):
+        notes.append(f"--n {n} is more than the {len(x)} test inputs of {dataset}: attacking all {len(x)}")
     if n is not None:
         x, y = x[:n], y[:n]
-    identity = {"dataset": dataset, "model": path.name, "role": meta["role"], "T": float(meta["T"])}
+    identity = run_identity(path, meta)  # rows are bound to the weights they measured
     rows = []
     for name in names:
         attack_rows = [
             identity | row
             for row in run_attack(net, x, y, name, budgets, settings, torch_device, seed, progress)
         ]
-        record_rows(results_dir, "robustness", attack_rows)  # each finished attack is kept at once
+        record_rows(results_dir, "robustness", attack_rows, runs_dir)  # each finished attack is kept at once
         rows.extend(attack_rows)
-    record_worst_case(results_dir, dataset, path.name)
-    notes = []
+    crash_point("after-attack-records")
+    record_worst_case(results_dir, dataset, path.name, runs_dir)
+    namesake = current_weights(runs_dir, dataset, path.name)
+    if namesake is not None and namesake != meta["weights_sha256"]:
+        notes.append(
+            f"{path} holds other weights than the run {path.name} of {runs_dir}: its rows are kept apart "
+            f"(weights {meta['weights_sha256'][:12]}) and left out of the tables, which show that run's"
+        )
     if settings.surrogate is not None and settings.surrogate.name == path.name:
         notes.append(f"transfer crafted on {path.name} itself is white-box PGD: pass another --surrogate")
     elif settings.surrogate is not None and settings.surrogate.name == FALLBACK_SURROGATE:

@@ -7,6 +7,12 @@ that an evaluation measures a broken attack rather than a robust model; Carlini 
 each sign on one model, runs the attacks it needs (reusing rows already recorded for the same
 inputs and settings), writes results/diagnostics.{csv,md} and ends with a verdict.
 
+The checks are structural signs: they explain a verdict and never make one. The verdict is
+calibrated (evaluate.verdict): at every eps, a paired test on the same inputs of what
+cross-entropy gradient ascent on the outputs as given leaves standing against the per-input
+worst case over every attack recorded for the model. `recalibrate_diagnostics` redoes the
+verdict rows of recorded diagnoses from the recorded attacks alone.
+
 One function per check (as AutoAttack's checks.py has one per sanity check), each a pure
 function of measured figures that returns a `Check`; `masking_checks` runs them all. Every
 comparison is made on the same inputs: the attacks run on the same first n test inputs, and
@@ -30,7 +36,8 @@ from ..checks import check_eps
 from ..core.fileio import ensure_writable_dir
 from ..core.progress import SILENT, ProgressReporter
 from ..data.registry import get_dataset_spec, load_dataset
-from ..store.tables import PER_INPUT, ROBUSTNESS_COLUMNS, read_records, record_rows
+from ..store.runs import run_identity
+from ..store.tables import PER_INPUT, ROBUSTNESS_COLUMNS, read_records, rebuild_tables, record_rows
 from .attacks import (
     ATTACKS,
     DEFAULT_EPS,
@@ -42,7 +49,8 @@ from .attacks import (
     settings_digest,
 )
 from .metrics import decode_flags
-from .worst_case import record_worst_case
+from .verdict import EpsTest, VerdictThresholds, calibrated_verdict, grid_tests
+from .worst_case import naive_and_worst_flags, record_worst_case
 
 # The attacks the checks read, in the order they run; each is reused from recorded rows when
 # they were made with the same settings, seed and inputs. Where each runs: `attack_budgets`.
@@ -121,9 +129,10 @@ class Diagnosis:
     model_path: Path
     dataset: str
     checks: list[Check]
-    masking: bool
-    verdict: str
+    masking: bool  # the calibrated verdict is "masked"
+    verdict: str  # "<masked|not-masked|inconclusive>: <reason>"
     rows: list[dict[str, Any]] = field(default_factory=list)  # the attack rows the checks read
+    calibrated: CalibratedVerdict | None = None
 
 
 def gradient_measurements(
@@ -375,12 +384,91 @@ def masking_checks(figures: Figures, thresholds: Thresholds = Thresholds()) -> l
 
 
 def verdict_of(checks: Sequence[Check]) -> tuple[bool, str]:
-    """(masking, verdict line) from the checks: any failed check is evidence of masking."""
+    """(any check failed, summary line) from the checks alone. The checks are structural signs:
+    they explain a verdict, they never make one (`calibrated_verdict_of` makes it)."""
     failed = [c for c in checks if not c.passed]
     if not failed:
         return False, f"{NO_MASKING_VERDICT}: all {len(checks)} checks passed"
     evidence = "; ".join(c.detail for c in failed)
     return True, f"{MASKING_VERDICT} ({len(failed)} of {len(checks)} checks failed): {evidence}"
+
+
+@dataclass(frozen=True)
+class CalibratedVerdict:
+    """The paired-test verdict of one model (evaluate.verdict) from its recorded attacks."""
+
+    verdict: str  # masked, not-masked or inconclusive
+    reason: str
+    tests: list[EpsTest]
+
+    @property
+    def line(self) -> str:
+        return f"{self.verdict}: {self.reason}"
+
+    @property
+    def largest_gap(self) -> float:
+        return max((t.gap for t in self.tests), default=math.nan)
+
+    def check(self) -> Check:
+        """The verdict row of results/diagnostics: passed unless masked; value the largest gap."""
+        return Check("verdict", self.largest_gap, self.verdict != "masked", self.line)
+
+
+def calibrated_verdict_of(
+    records: Sequence[dict[str, Any]],
+    checks: Sequence[Check] = (),
+    thresholds: VerdictThresholds = VerdictThresholds(),
+) -> CalibratedVerdict:
+    """The calibrated verdict from one model's robustness records (per-input results kept): at
+    every eps where FGSM and PGD were recorded, cross-entropy gradient ascent on the outputs as
+    given against the per-input worst case over every recorded attack. Failed `checks` are
+    named in a masked verdict's reason, as its explanation."""
+    tests = grid_tests(naive_and_worst_flags(records), thresholds)
+    failed = [c.name for c in checks if not c.passed]
+    explanation = f"signs: {', '.join(failed)}" if failed else ""
+    verdict, reason = calibrated_verdict(tests, thresholds, explanation)
+    return CalibratedVerdict(verdict, reason, tests)
+
+
+def recalibrate_diagnostics(
+    results_dir: str | Path, thresholds: VerdictThresholds = VerdictThresholds()
+) -> list[tuple[str, str, str, str]]:
+    """Rewrite the verdict row of every diagnosed model with the calibrated verdict of its
+    recorded attacks; returns (dataset, model, verdict before, verdict after) per model whose
+    row changed. The check rows stay as they are."""
+    diagnostics = read_records(results_dir, "diagnostics")
+    if diagnostics.empty:
+        return []
+    robustness = read_records(results_dir, "robustness", per_input=True)
+    changed, rows = [], []
+    for (dataset, model), group in diagnostics.groupby(["dataset", "model"], sort=False):
+        records = robustness[(robustness["dataset"] == dataset) & (robustness["model"] == model)]
+        if records.empty:
+            continue
+        checks = [
+            Check(r["check"], float(r["value"]), bool(r["passed"]), str(r["detail"]))
+            for r in group.to_dict("records")
+            if r["check"] != "verdict"
+        ]
+        found = calibrated_verdict_of(records.to_dict("records"), checks, thresholds)
+        before = group.loc[group["check"] == "verdict", "detail"]
+        old = str(before.iloc[0]) if not before.empty else ""
+        if old == found.line:
+            continue
+        row = found.check()
+        rows.append({"dataset": dataset, "model": model, "check": row.name, "value": row.value,
+                     "passed": row.passed, "detail": row.detail})  # fmt: skip
+        changed.append((str(dataset), str(model), old, found.line))
+    if rows:
+        record_rows(results_dir, "diagnostics", rows)
+    return changed
+
+
+def rebuild_tables_with_verdicts(results_dir: str | Path) -> dict[str, pd.DataFrame]:
+    """`defdistill tables`: bring every diagnosed model's verdict up to date with its recorded
+    attacks (`recalibrate_diagnostics`), then rebuild every table from its records."""
+    recalibrate_diagnostics(results_dir)
+    return rebuild_tables(results_dir)
 
 
 # --- measuring the figures ---------------------------------------------------------------
@@ -496,10 +584,17 @@ def diagnose_model(
         x, y = x[:n], y[:n]
 
     correct, zero, saturated = gradient_measurements(net, x, y, torch_device)
-    identity = {"dataset": dataset, "model": path.name, "role": meta["role"], "T": float(meta["T"])}
-    records = pd.DataFrame() if fresh else read_records(results_dir, "robustness", per_input=True)
+    identity = run_identity(path, meta)  # rows are bound to the weights they measured
+    records = (
+        pd.DataFrame()
+        if fresh
+        else read_records(results_dir, "robustness", per_input=True, runs_dir=runs_dir)
+    )
     if not records.empty:
         records = records[(records["dataset"] == dataset) & (records["model"] == path.name)]
+    if not records.empty and "weights_sha256" in records.columns:  # only rows of these weights (or legacy)
+        measured = records["weights_sha256"]
+        records = records[measured.isna() | (measured == meta["weights_sha256"])]
     rows: dict[str, dict[float | None, dict[str, Any]]] = {}
     ran = False
     for attack, wanted in attack_budgets(budgets).items():
@@ -523,12 +618,12 @@ def diagnose_model(
                     progress,
                 )
             ]
-            record_rows(results_dir, "robustness", new)
+            record_rows(results_dir, "robustness", new, runs_dir)
             found |= {row["eps"]: row for row in new}
             ran = True
         rows[attack] = {b: found[b] for b in wanted}
     if ran:
-        record_worst_case(results_dir, dataset, path.name)
+        record_worst_case(results_dir, dataset, path.name, runs_dir)
 
     outcome = {(a, b): _outcome(row) for a, by_eps in rows.items() for b, row in by_eps.items()}
 
@@ -565,9 +660,11 @@ def diagnose_model(
         f"starts; pgd {settings.pgd_steps} x {settings.pgd_restarts})",
     )
     checks = masking_checks(figures, thresholds)
-    masking, verdict = verdict_of(checks)
-    failed = sum(not c.passed for c in checks)
-    table = [*checks, Check("verdict", float(failed), not masking, verdict)]
+    recorded = read_records(results_dir, "robustness", per_input=True)
+    recorded = recorded[(recorded["dataset"] == dataset) & (recorded["model"] == path.name)]
+    calibrated = calibrated_verdict_of(recorded.to_dict("records"), checks)
+    masking, verdict = calibrated.verdict == "masked", calibrated.line
+    table = [*checks, calibrated.check()]
     record_rows(
         results_dir,
         "diagnostics",
@@ -579,8 +676,11 @@ def diagnose_model(
                 "value": c.value,
                 "passed": c.passed,
                 "detail": c.detail,
+                "weights_sha256": meta["weights_sha256"],
             }
             for c in table
         ],
     )
-    return Diagnosis(path, dataset, checks, masking, verdict, [row for a in rows for row in rows[a].values()])
+    return Diagnosis(
+        path, dataset, checks, masking, verdict, [row for a in rows for row in rows[a].values()], calibrated
+    )

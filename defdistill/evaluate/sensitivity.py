@@ -140,7 +140,8 @@ def measure_gradients(
             "n": len(x),
             **amplitudes.summary(),
             "seconds": round(time.perf_counter() - started, 3),
+            "weights_sha256": meta["weights_sha256"],
         }
-        record_rows(results_dir, "gradients", [row])
+        record_rows(results_dir, "gradients", [row], runs_dir)
         rows.append(row)
     return rows

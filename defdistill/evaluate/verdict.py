@@ -119,15 +119,15 @@ def excluded_at(test: EpsTest, th: VerdictThresholds = VerdictThresholds()) -> b
 
 def inputs_needed(test: EpsTest, m: int, th: VerdictThresholds = VerdictThresholds()) -> int:
     """About how many inputs would settle an undecided eps, if the observed gap held: enough
-    discordant pairs for significance when the gap is at least min_effect, else enough inputs
-    for the upper bound to fall below min_effect."""
+    discordant pairs for significance after Holm when the gap is at least min_effect, else
+    enough inputs for the exact upper bound of the gap to fall below min_effect."""
     gap = max(test.gap, 0.0)
     if gap >= th.min_effect:  # p = 2^-b below alpha / m at b = log2(m / alpha)
         return math.ceil(math.log2(max(m, 1) / th.alpha) / gap)
-    if gap == 0:  # zero discordant: (1 - d)^n < alpha
-        return math.ceil(math.log(th.alpha) / math.log(1 - th.min_effect))
-    z = 1.6448536269514722  # one-sided 95%
-    return math.ceil(z * z * gap * (1 - gap) / (th.min_effect - gap) ** 2)
+    n = max(test.n, 1)
+    while n < 10**8 and clopper_pearson_upper(math.ceil(gap * n), n, 1 - th.alpha) >= th.min_effect:
+        n = math.ceil(n * 1.1)
+    return n
 
 
 def calibrated_verdict(

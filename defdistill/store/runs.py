@@ -19,6 +19,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..core.faults import crash_point
 from ..core.fileio import atomic_paths
 from ..data.registry import get_dataset_spec
 from ..errors import DefdistillError
@@ -71,7 +72,32 @@ def save_run(directory: str | Path, model: torch.nn.Module, meta: dict[str, Any]
         save_file(tensors, str(weights_tmp), metadata={"format": "pt"})
         meta = {**meta, "weights_sha256": sha256_file(weights_tmp)}
         meta_tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    crash_point("after-weights")
     return meta
+
+
+def check_not_finished(
+    directory: str | Path, force: bool, resume: bool = False, new_name: str = "--runs-dir for another folder"
+) -> None:
+    """Refuse to train over a finished run unless `force`: its weights would change under the
+    records that measured them (which then go stale). Resuming a retraining that was forced
+    and interrupted (its checkpoint is there) needs no second --force. One line, before any
+    training."""
+    directory = Path(directory)
+    if force or not (directory / META_FILE).is_file():
+        return
+    if resume and (directory / CHECKPOINT_META).is_file():
+        return
+    try:
+        meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+        acc = meta.get("clean_acc") if isinstance(meta, dict) else None
+        what = f" (test accuracy {acc:.4f})" if _is_number(acc) else ""
+    except (OSError, ValueError, RecursionError, TypeError):
+        what = ""
+    raise DefdistillError(
+        f"{directory} is a finished run{what}: pass --force to train it again (the records of its "
+        f"current weights then go stale), or {new_name}"
+    )
 
 
 def _meta_field_problem(meta: dict[str, Any]) -> str | None:
@@ -87,7 +113,66 @@ def _meta_field_problem(meta: dict[str, Any]) -> str | None:
     digest = meta["weights_sha256"]
     if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
         return "weights_sha256 is not a SHA-256 hex digest"
+    return _optional_field_problem(meta)
+
+
+# Optional fields of meta.json that other records copy (accuracy gap, baselines): checked on read,
+# so a bad value stops with one line instead of being written into the tables.
+FRACTION_META = ("clean_acc", "teacher_acc")
+COUNT_META = ("epochs", "params", "teacher_params")
+
+
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _optional_field_problem(meta: dict[str, Any]) -> str | None:
+    """What is wrong with an optional field of a meta.json (present and not null), if anything."""
+    for key in FRACTION_META:
+        value = meta.get(key)
+        if value is not None and not (_is_number(value) and 0 <= value <= 1):
+            return f"{key} is {value!r}, not a fraction in [0, 1]"
+    for key in COUNT_META:
+        value = meta.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            return f"{key} is {value!r}, not an integer >= 1"
+    seed = meta.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        return f"seed is {seed!r}, not an integer >= 0"
+    teacher_T = meta.get("teacher_T")
+    if teacher_T is not None and not (_is_number(teacher_T) and teacher_T > 0):
+        return f"teacher_T is {teacher_T!r}, not a finite number > 0"
+    for key in ("teacher", "method", "study"):
+        value = meta.get(key)
+        if value is not None and not isinstance(value, str):
+            return f"{key} is {value!r}, not a name"
     return None
+
+
+def run_identity(path: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """The columns that name a run in every record of it: dataset, model (the folder's name), role,
+    T, and the SHA-256 of the weights measured (records of other weights under the same name, a
+    retrained run or another folder of that name, are told apart by it)."""
+    return {
+        "dataset": meta["dataset"],
+        "model": Path(path).name,
+        "role": meta["role"],
+        "T": float(meta["T"]),
+        "weights_sha256": meta["weights_sha256"],
+    }
+
+
+def current_weights(runs_dir: str | Path | None, dataset: str, name: str) -> str | None:
+    """The SHA-256 recorded for the weights of run `name` in `runs_dir` (its meta.json), or None
+    when there is no such run or its sidecar cannot be read."""
+    if runs_dir is None:
+        return None
+    try:
+        meta = json.loads((run_dir(runs_dir, dataset, name) / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    digest = meta.get("weights_sha256") if isinstance(meta, dict) else None
+    return digest if isinstance(digest, str) else None
 
 
 def read_meta(directory: str | Path) -> dict[str, Any]:
@@ -105,7 +190,9 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        raise DefdistillError(f"{path} is not valid JSON: the run is damaged, train it again") from None
+        raise DefdistillError(
+            f"{path} is not valid JSON (or nested too deeply): the run is damaged, train it again"
+        ) from None
     if not isinstance(meta, dict):
         raise DefdistillError(f"{path} holds {type(meta).__name__}, not an object: train the run again")
     missing = [k for k in REQUIRED_META if k not in meta]
@@ -244,6 +331,21 @@ def load_run(
     model.load_state_dict(state)
     model.eval()
     return model.to(map_location), meta
+
+
+def check_finite_weights(model: torch.nn.Module, path: Path) -> None:
+    """Refuse a network whose weights hold NaN or infinite values (a diverged run): every attack
+    on it would measure nothing, and its rows would look like results."""
+    bad = total = 0
+    for tensor in model.state_dict().values():
+        if tensor.is_floating_point():
+            bad += int((~torch.isfinite(tensor)).sum())
+            total += tensor.numel()
+    if bad:
+        raise DefdistillError(
+            f"{path} has {bad} of {total} weights that are NaN or infinite (training diverged): "
+            "train it again, e.g. with a lower learning rate"
+        )
 
 
 def check_state_fits(

@@ -12,6 +12,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from filelock import FileLock
 
 from ..core.fileio import atomic_write_json, atomic_write_text, ensure_writable_dir
 from ..errors import DefdistillError
-from .runs import format_T, read_meta, run_dir
+from .runs import META_FILE, current_weights, format_T, read_meta, run_dir
 
 RECORDS_DIR = "records"
 # A record's per-input results (clean correctness, broken or not, perturbation norm per input):
@@ -120,28 +121,48 @@ def key_slug(values: Iterable[Any]) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "-", text)
 
 
+# Every record of a run carries the SHA-256 of the weights it measured: a run's identity is its
+# dataset, name and weights, so a retrained run, or another folder of the same name, never
+# replaces the rows of the network they were measured on. Records made before the hash was kept
+# ("legacy") hold none: their weights are unknown, they are kept and never called stale.
+WEIGHTS = "weights_sha256"
+WEIGHTS_IN_STEM = 12  # hex digits of the hash in a record's file name
+MODEL_COLUMN = {"accuracy_gap": "student"}  # the column naming the run a row measured
+
+
 def record_slug(table: str, row: dict[str, Any]) -> str:
-    """The file stem of `row`'s record in records/<table>/ (its key's values)."""
-    return key_slug(row[k] for k in TABLES[table][1])
+    """The file stem of `row`'s record in records/<table>/: its key's values, then the first hex
+    digits of the weights it measured (none for a legacy row)."""
+    slug = key_slug(row[k] for k in TABLES[table][1])
+    digest = row.get(WEIGHTS)
+    return f"{slug}__w{digest[:WEIGHTS_IN_STEM]}" if isinstance(digest, str) and digest else slug
 
 
 def read_record(results_dir: str | Path, table: str, key: dict[str, Any]) -> dict[str, Any] | None:
-    """The record of the configuration `key` (the table's key columns) in `table`, or None when
-    there is none or it cannot be read (a damaged record counts as missing: measure it again)."""
-    path = Path(results_dir) / RECORDS_DIR / table / f"{record_slug(table, key)}.json"
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
+    """The record of the configuration `key` (the table's key columns, and the weights' SHA-256
+    when the caller knows them) in `table`, or None when there is none or it cannot be read (a
+    damaged record counts as missing: measure it again). With the weights given, a legacy record
+    (made before the hash was kept) of the same key counts; one of other weights does not."""
+    folder = Path(results_dir) / RECORDS_DIR / table
+    stems = [record_slug(table, key)]
+    if key.get(WEIGHTS):
+        stems.append(key_slug(key[k] for k in TABLES[table][1]))
+    for stem in stems:
+        try:
+            record = json.loads((folder / f"{stem}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
+            continue
+        if isinstance(record, dict) and record.get(WEIGHTS) in (None, key.get(WEIGHTS)):
+            return record
+    return None
 
 
 def _ensure_writable(results_dir: Path) -> None:
     ensure_writable_dir(results_dir, "--results-dir")
 
 
-def record_rows(results_dir: str | Path, table: str, rows: Sequence[dict[str, Any]]) -> None:
-    """Store rows of `table` (one record file per configuration) and rebuild the tables."""
+def write_records(results_dir: str | Path, table: str, rows: Sequence[dict[str, Any]]) -> None:
+    """Store rows of `table`, one record file per configuration and weights, atomically."""
     results_dir = Path(results_dir)
     _ensure_writable(results_dir)
     columns = TABLES[table][0]
@@ -154,7 +175,35 @@ def record_rows(results_dir: str | Path, table: str, rows: Sequence[dict[str, An
         atomic_write_json(
             path, {c: row[c] for c in columns} | {k: v for k, v in row.items() if k not in columns}
         )
-    rebuild_tables(results_dir)
+
+
+def record_rows(
+    results_dir: str | Path,
+    table: str,
+    rows: Sequence[dict[str, Any]],
+    runs_dir: str | Path | None = None,
+) -> None:
+    """Store rows of `table` (`write_records`) and rebuild the tables (`runs_dir`: where the
+    runs' current weights are read, see `read_records`)."""
+    write_records(results_dir, table, rows)
+    rebuild_tables(results_dir, runs_dir)
+
+
+def same_row(found: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether a stored record holds `wanted`'s values (floats to 1e-12, NaN equal to NaN and None)."""
+    for key, value in wanted.items():
+        have = found.get(key)
+        if isinstance(value, float) and isinstance(have, (int, float)) and not isinstance(have, bool):
+            if math.isnan(value) or math.isnan(have):
+                if not (math.isnan(value) and math.isnan(have)):
+                    return False
+            elif not math.isclose(value, have, rel_tol=1e-12, abs_tol=1e-15):
+                return False
+        elif isinstance(value, float) and math.isnan(value) and have is None:
+            continue
+        elif have != value:
+            return False
+    return True
 
 
 # What a record may hold: fractions in [0, 1], counts >= 1, known norms, plain names.
@@ -186,6 +235,9 @@ def _record_fault(table: str, record: Any) -> str | None:
         bad_count = isinstance(value, bool) or not isinstance(value, int) or value < 1
         if key in COUNT_FIELDS and value is not None and bad_count:
             return f"{key} is {value!r}, not an integer >= 1"
+    digest = record.get(WEIGHTS)
+    if digest is not None and not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+        return f"{WEIGHTS} is {digest!r}, not a SHA-256 hex digest"
     if "norm" in record and record["norm"] not in RECORD_NORMS:
         return f"norm is {record['norm']!r}, not one of {', '.join(sorted(RECORD_NORMS))}"
     if table == "robustness" and not (isinstance(record.get("attack"), str) and NAME.match(record["attack"])):
@@ -197,9 +249,10 @@ def validate_record(table: str, path: Path) -> dict[str, Any]:
     """Read one record file of `table`; a damaged or invalid one is a one-line error naming it."""
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise DefdistillError(
-            f"record {path} cannot be read ({exc}): delete it and measure that configuration again"
+            f"record {path} cannot be read ({why}): delete it and measure that configuration again"
         ) from None
     fault = _record_fault(table, record)
     if fault:
@@ -209,20 +262,110 @@ def validate_record(table: str, path: Path) -> dict[str, Any]:
     return record
 
 
-def read_records(results_dir: str | Path, table: str, *, per_input: bool = False) -> pd.DataFrame:
-    """All records of `table` as a DataFrame with the contract's columns first.
+def check_records(results_dir: str | Path, tables: Sequence[str]) -> None:
+    """Validate every record of `tables` (`validate_record`): a command that will rebuild them
+    finds a damaged one in its preflight, not after its work."""
+    for table in tables:
+        for path in sorted((Path(results_dir) / RECORDS_DIR / table).glob("*.json")):
+            validate_record(table, path)
+
+
+@dataclass(frozen=True)
+class StaleGroup:
+    """Records of one run that measured other weights than the run's current ones."""
+
+    table: str
+    dataset: str
+    model: str
+    measured: str  # the SHA-256 the records carry
+    current: str  # the run's (its meta.json's, else the newest record's)
+    records: int
+
+
+def describe_stale(groups: Sequence[StaleGroup]) -> list[str]:
+    """One line per run and stale weights: how many records of which tables, and what to do."""
+    merged: dict[tuple[str, str, str, str], list[StaleGroup]] = {}
+    for group in groups:
+        merged.setdefault((group.dataset, group.model, group.measured, group.current), []).append(group)
+    lines = []
+    for (dataset, model, measured, current), parts in merged.items():
+        counts = " and ".join(f"{g.records} {g.table}" for g in parts)
+        lines.append(
+            f"stale: {counts} record(s) of {dataset}/{model} measured weights {measured[:WEIGHTS_IN_STEM]}, "
+            f"not the run's current {current[:WEIGHTS_IN_STEM]}: left out of the tables; attack that run "
+            "again (a sweep rerun does) or delete them"
+        )
+    return lines
+
+
+def select_current(
+    table: str,
+    entries: Sequence[tuple[Path, dict[str, Any]]],
+    runs_dir: str | Path | None = None,
+    stale: list[StaleGroup] | None = None,
+) -> list[dict[str, Any]]:
+    """The records of `table` that describe the runs as they are: per configuration, the one of
+    the run's current weights, else a legacy one (no hash: weights unknown); records of other
+    weights are stale, left out and counted in `stale`.
+
+    A run's current weights are its meta.json's in `runs_dir`; where that run is not at hand, the
+    weights of its most recently written record of this table.
+    """
+    model_column = MODEL_COLUMN.get(table, "model")
+    newest: dict[tuple[Any, Any], tuple[int, str]] = {}
+    for path, record in entries:
+        digest = record.get(WEIGHTS)
+        if isinstance(digest, str):
+            run = (record.get("dataset"), record.get(model_column))
+            written = path.stat().st_mtime_ns if path.exists() else 0
+            if run not in newest or written >= newest[run][0]:
+                newest[run] = (written, digest)
+    current: dict[tuple[Any, Any], str | None] = {}
+    chosen: dict[str, dict[str, dict[str, Any]]] = {}
+    counts: dict[tuple[Any, Any, Any], int] = {}
+    for _, record in entries:
+        digest = record.get(WEIGHTS)
+        run = (record.get("dataset"), record.get(model_column))
+        if isinstance(digest, str) and run not in current:
+            found = current_weights(runs_dir, str(run[0]), str(run[1])) if runs_dir is not None else None
+            current[run] = found or newest[run][1]
+        slot = "legacy" if not isinstance(digest, str) else "fresh" if digest == current[run] else None
+        if slot is None:
+            group = (run[0], run[1], digest)
+            counts[group] = counts.get(group, 0) + 1
+            continue
+        key = key_slug(record.get(k) for k in TABLES[table][1])
+        chosen.setdefault(key, {})[slot] = record
+    if stale is not None:
+        stale.extend(
+            StaleGroup(table, str(d), str(m), h, str(current[(d, m)]), n) for (d, m, h), n in counts.items()
+        )
+    return [slots.get("fresh") or slots["legacy"] for slots in chosen.values()]
+
+
+def read_records(
+    results_dir: str | Path,
+    table: str,
+    *,
+    per_input: bool = False,
+    runs_dir: str | Path | None = None,
+    stale: list[StaleGroup] | None = None,
+) -> pd.DataFrame:
+    """The current records of `table` (`select_current`) as a DataFrame, contract columns first.
 
     Each record is validated (`validate_record`): one that is not valid JSON or breaks the
     schema stops with one line naming its file and the fault, never silently dropped.
     `per_input=True` keeps each row's per-input results (a dict column) for the worst case.
+    Records of other weights than a run's current ones are left out and counted in `stale`.
     """
     columns, _ = TABLES[table]
-    rows = []
+    entries = []
     for path in sorted((Path(results_dir) / RECORDS_DIR / table).glob("*.json")):
         record = validate_record(table, path)
         if not per_input:
             record.pop(PER_INPUT, None)
-        rows.append(record)
+        entries.append((path, record))
+    rows = select_current(table, entries, runs_dir, stale)
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=list(columns))
@@ -257,7 +400,7 @@ def to_markdown(frame: pd.DataFrame) -> str:
 def write_table(results_dir: str | Path, name: str, frame: pd.DataFrame, title: str | None = None) -> None:
     """Write `name`.csv and `name`.md in results_dir, atomically."""
     results_dir = Path(results_dir)
-    frame = frame.copy()
+    frame = frame.drop(columns=[WEIGHTS], errors="ignore")  # the records carry it; tables keep their columns
     for column in TEMPERATURE_COLUMNS & set(frame.columns):
         frame[column] = [format_T(v) if pd.notna(v) else "" for v in frame[column]]
     atomic_write_text(results_dir / f"{name}.csv", frame.to_csv(index=False, float_format="%.6g"))
@@ -278,19 +421,33 @@ TITLES = {
 }
 
 
-def rebuild_tables(results_dir: str | Path) -> dict[str, pd.DataFrame]:
-    """Rebuild every table in results_dir from its records; return them."""
+@dataclass
+class TablesBuild:
+    """What `build_tables` wrote: the tables, and the stale record groups it left out."""
+
+    frames: dict[str, pd.DataFrame] = field(default_factory=dict)
+    stale: list[StaleGroup] = field(default_factory=list)
+
+
+def build_tables(results_dir: str | Path, runs_dir: str | Path | None = None) -> TablesBuild:
+    """Rebuild every table in results_dir from its current records (`read_records`, with the runs'
+    weights read from `runs_dir` when given); report the stale groups left out."""
     results_dir = Path(results_dir)
     _ensure_writable(results_dir)
-    frames = {}
+    build = TablesBuild()
     with FileLock(str(results_dir / LOCK_FILE)):
         for table in TABLES:
-            frame = read_records(results_dir, table)
+            frame = read_records(results_dir, table, runs_dir=runs_dir, stale=build.stale)
             if frame.empty and not (results_dir / RECORDS_DIR / table).is_dir():
                 continue
             write_table(results_dir, table, frame, TITLES[table])
-            frames[table] = frame
-    return frames
+            build.frames[table] = frame
+    return build
+
+
+def rebuild_tables(results_dir: str | Path, runs_dir: str | Path | None = None) -> dict[str, pd.DataFrame]:
+    """Rebuild every table in results_dir from its records; return them (see `build_tables`)."""
+    return build_tables(results_dir, runs_dir).frames
 
 
 def undefended_baseline(runs_dir: str | Path, dataset: str) -> tuple[str, float] | None:
@@ -319,17 +476,11 @@ def _baseline_columns(student_acc: float, baseline: tuple[str, float] | None) ->
     return {"baseline": name, "baseline_acc": acc, "cost_pp": (acc - student_acc) * 100.0}
 
 
-def record_accuracy_gap(
-    results_dir: str | Path,
-    student_meta: dict[str, Any],
-    student_name: str,
-    baseline: tuple[str, float] | None = None,
+def accuracy_gap_row(
+    student_meta: dict[str, Any], student_name: str, baseline: tuple[str, float] | None = None
 ) -> dict[str, Any]:
-    """Record the accuracy-gap row of a freshly distilled student.
-
-    `baseline`: (name, test accuracy) of the undefended network (`undefended_baseline`), or None.
-    """
-    row = {
+    """The accuracy-gap row of a student, from its (validated) meta.json alone."""
+    return {
         "dataset": student_meta["dataset"],
         "T": float(student_meta["T"]),
         "teacher": student_meta["teacher"],
@@ -343,12 +494,61 @@ def record_accuracy_gap(
         "student_params": student_meta.get("params"),
         "teacher_params": student_meta.get("teacher_params"),
         **_baseline_columns(student_meta["clean_acc"], baseline),
+        WEIGHTS: student_meta.get(WEIGHTS),
     }
+
+
+def record_accuracy_gap(
+    results_dir: str | Path,
+    student_meta: dict[str, Any],
+    student_name: str,
+    baseline: tuple[str, float] | None = None,
+) -> dict[str, Any]:
+    """Record the accuracy-gap row of a freshly distilled student.
+
+    `baseline`: (name, test accuracy) of the undefended network (`undefended_baseline`), or None.
+    """
+    row = accuracy_gap_row(student_meta, student_name, baseline)
     record_rows(results_dir, "accuracy_gap", [row])
     return row
 
 
-def refresh_accuracy_baselines(results_dir: str | Path, runs_dir: str | Path | None = None) -> int:
+def _has_gap_fields(meta: dict[str, Any]) -> bool:
+    return (
+        meta["role"] == "student"
+        and not meta.get("study")
+        and all(meta.get(k) is not None for k in ("teacher", "teacher_T", "teacher_acc", "clean_acc"))
+    )
+
+
+def derive_accuracy_gaps(results_dir: str | Path, runs_dir: str | Path | None) -> int:
+    """Write the accuracy-gap record of every distilled student in `runs_dir` whose record is
+    missing or does not say what its meta.json says (an interrupt between `save_run` and the
+    record, a retrained student); the number written. Every run's meta.json is validated first
+    (`read_meta`): a bad field stops here with one line and is never copied into a record."""
+    if runs_dir is None or not Path(runs_dir).is_dir():
+        return 0
+    metas = []
+    for meta_path in sorted(Path(runs_dir).glob(f"*/*/{META_FILE}")):
+        meta = read_meta(meta_path.parent)
+        if meta["dataset"] == meta_path.parent.parent.name:
+            metas.append((meta_path.parent.name, meta))
+    rows = []
+    for name, meta in metas:
+        if not _has_gap_fields(meta):
+            continue
+        row = accuracy_gap_row(meta, name, undefended_baseline(runs_dir, meta["dataset"]))
+        found = read_record(results_dir, "accuracy_gap", row)
+        if found is None or not same_row(found, {k: v for k, v in row.items() if k != WEIGHTS}):
+            rows.append(row)
+    if rows:
+        write_records(results_dir, "accuracy_gap", rows)
+    return len(rows)
+
+
+def refresh_accuracy_baselines(
+    results_dir: str | Path, runs_dir: str | Path | None = None, *, rebuild: bool = True
+) -> int:
     """Fill or update the baseline columns of every accuracy_gap record; the number of records changed.
 
     The baseline comes from teacher-T1's meta.json in `runs_dir` (a sweep distils student-T100
@@ -364,7 +564,7 @@ def refresh_accuracy_baselines(results_dir: str | Path, runs_dir: str | Path | N
     for path in sorted(folder.glob("*.json")):
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             continue
         if isinstance(record, dict) and {"dataset", "student_acc"} <= set(record):
             records.append((path, record))
@@ -391,8 +591,8 @@ def refresh_accuracy_baselines(results_dir: str | Path, runs_dir: str | Path | N
             continue
         atomic_write_json(path, record | columns)
         changed += 1
-    if changed:
-        rebuild_tables(results_dir)
+    if changed and rebuild:
+        rebuild_tables(results_dir, runs_dir)
     return changed
 
 

@@ -29,6 +29,7 @@ from ..data.registry import get_dataset_spec
 from ..errors import DefdistillError
 from ..evaluate.attacks import DEFAULT_EPS, AttackSettings, attack_model, check_attacks
 from ..evaluate.diagnose import Diagnosis, diagnose_model
+from ..evaluate.verdict import VERDICTS
 from ..store.runs import META_FILE, SURROGATE_NAME, read_meta, run_dir, run_name
 from ..store.tables import rebuild_tables, write_table
 from ..train.distill import default_student_name, distill
@@ -122,7 +123,8 @@ def _clean_accuracy(robustness: pd.DataFrame) -> pd.DataFrame:
 
 
 def _masked(diagnostics: pd.DataFrame | None, dataset: str, model: str) -> bool | None:
-    """The diagnosis' verdict (True: robustness is likely gradient masking), None when not diagnosed."""
+    """The diagnosis' verdict (True: masked, False: not masked), None when not diagnosed or
+    inconclusive."""
     if diagnostics is None or diagnostics.empty:
         return None
     verdict = diagnostics[
@@ -130,7 +132,12 @@ def _masked(diagnostics: pd.DataFrame | None, dataset: str, model: str) -> bool 
         & (diagnostics["model"] == model)
         & (diagnostics["check"] == "verdict")
     ]
-    return None if verdict.empty else not bool(verdict.iloc[0]["passed"])
+    if verdict.empty:
+        return None
+    word = str(verdict.iloc[0]["detail"]).split(":", 1)[0]
+    if word in VERDICTS:  # the calibrated verdict: inconclusive is neither
+        return {"masked": True, "not-masked": False}.get(word)
+    return not bool(verdict.iloc[0]["passed"])
 
 
 def _train_seconds(runs_dir: Path, dataset: str, model: str) -> float:
@@ -316,7 +323,7 @@ def _teacher(study: _Study, *, T: float = 1.0, adv: str | None = None) -> RunRes
     w = study.workspace
     return train_teacher(
         study.dataset, T=T, adv=adv, epochs=study.epochs, seed=study.seed, runs_dir=w.runs_dir,
-        data_dir=w.data_dir, device=w.device, progress=study.progress,
+        data_dir=w.data_dir, device=w.device, progress=study.progress, force=True,
     )  # fmt: skip
 
 
@@ -328,7 +335,7 @@ def _student(
     return distill(
         study.dataset, T=T, method=method, teacher=teacher, epochs=study.epochs, seed=study.seed,
         runs_dir=w.runs_dir, results_dir=w.results_dir, data_dir=w.data_dir, device=w.device,
-        progress=study.progress,
+        progress=study.progress, force=True,
     )  # fmt: skip
 
 
@@ -376,7 +383,7 @@ def _train_or_reuse(study: _Study) -> tuple[dict[str, Path], list[str]]:
     if not _reusable(surrogate, {**plans["standard"][0], "seed": study.seed + 1}):
         train_surrogate(
             study.dataset, seed=study.seed, epochs=study.epochs, runs_dir=w.runs_dir, data_dir=w.data_dir,
-            device=w.device, progress=study.progress,
+            device=w.device, progress=study.progress, force=True,
         )  # fmt: skip
     runs: dict[str, Path] = {}
     reused: list[str] = []

@@ -198,7 +198,8 @@ def success_lines(
 def diagnosis_lines(
     tables: Mapping[str, pd.DataFrame], dataset: str, models: Sequence[str], width: int = SUMMARY_WIDTH
 ) -> list[str]:
-    """The gradient-masking verdict per model, one line each, from the diagnostics table."""
+    """The gradient-masking verdict per model, one line each, from the diagnostics table: the
+    calibrated verdict, then how many of the explanatory checks failed."""
     diagnostics = tables.get("diagnostics", pd.DataFrame())
     lines = ["Gradient-masking diagnosis (Carlini et al. 2019)"]
     for model in models:
@@ -215,13 +216,29 @@ def diagnosis_lines(
             lines.append(f"{INDENT}{model}: not diagnosed")
             continue
         failed = [str(c) for c, ok in zip(checks["check"], checks["passed"], strict=True) if not _truthy(ok)]
-        if not failed:
-            lines.append(f"{INDENT}{model}: no sign of gradient masking, all {len(checks)} checks passed")
-            continue
-        line = f"{INDENT}{model}: likely gradient masking, {len(failed)} of {len(checks)} checks failed"
-        detailed = f"{line} ({', '.join(failed)})"
+        verdict = _verdict_word(diagnostics, dataset, model)
+        if verdict is None:  # a diagnosis recorded before the calibrated verdict
+            verdict = "likely gradient masking" if failed else "no sign of gradient masking"
+        line = f"{INDENT}{model}: {verdict}, {len(failed)} of {len(checks)} checks failed"
+        detailed = f"{line} ({', '.join(failed)})" if failed else line
         lines.append(detailed if len(detailed) <= width else line)
     return lines
+
+
+CALIBRATED_VERDICTS = ("masked", "not-masked", "inconclusive")
+
+
+def _verdict_word(diagnostics: pd.DataFrame, dataset: str, model: str) -> str | None:
+    """The calibrated verdict (masked, not-masked, inconclusive) of a diagnosed model, if recorded."""
+    row = diagnostics[
+        (diagnostics["dataset"] == dataset)
+        & (diagnostics["model"] == model)
+        & (diagnostics["check"] == "verdict")
+    ]
+    if row.empty:
+        return None
+    word = str(row.iloc[0]["detail"]).split(":", 1)[0]
+    return word if word in CALIBRATED_VERDICTS else None
 
 
 def demo_summary(

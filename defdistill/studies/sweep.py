@@ -19,7 +19,7 @@ subprocesses, or in this process), which is how the Slurm path is tested without
 
 from __future__ import annotations
 
-import concurrent.futures
+import contextlib
 import functools
 import multiprocessing
 import time
@@ -260,7 +260,8 @@ def _missing_attacks(config: TemperatureConfig, model: str) -> list[str]:
     from ..evaluate.attacks import ATTACKS, AttackSettings
     from ..store.tables import read_record
 
-    model_T = float(read_meta(run_dir(config.workspace.runs_dir, config.dataset, model))["T"])
+    meta = read_meta(run_dir(config.workspace.runs_dir, config.dataset, model))
+    model_T, weights = float(meta["T"]), meta["weights_sha256"]
     missing = []
     for attack in config.attacks:
         spec = ATTACKS[attack]
@@ -269,7 +270,10 @@ def _missing_attacks(config: TemperatureConfig, model: str) -> list[str]:
         expected = _expected_record(config, attack, model_T)
         for eps in budgets:
             key = {"dataset": config.dataset, "model": model, "attack": attack, "norm": norm, "eps": eps}
-            record = read_record(config.workspace.results_dir, "robustness", key)
+            # a record of other weights (the run was retrained) is stale: measured again
+            record = read_record(
+                config.workspace.results_dir, "robustness", key | {"weights_sha256": weights}
+            )
             if record is None or any(record.get(k) != v for k, v in expected.items()):
                 missing.append(attack)
                 break
@@ -327,7 +331,8 @@ def _gradients_missing(config: TemperatureConfig, model: str) -> bool:
 
     if not config.gradients:
         return False
-    key = {"dataset": config.dataset, "model": model}
+    weights = read_meta(run_dir(config.workspace.runs_dir, config.dataset, model))["weights_sha256"]
+    key = {"dataset": config.dataset, "model": model, "weights_sha256": weights}
     record = read_record(config.workspace.results_dir, "gradients", key)
     return record is None or record.get("n") != _expected_n(config)
 
@@ -484,10 +489,36 @@ def run_configuration(config: SweepConfig, *, progress: ProgressReporter = SILEN
 # --- executors ----------------------------------------------------------------------------------
 
 
+def _config_worker(connection: Any, config: SweepConfig, parent: int) -> None:
+    """A child process's whole life: die with the parent, turn SIGINT and SIGTERM into an
+    interrupt (which unwinds the configuration, temporary files and all), run the configuration
+    and send its outcome back."""
+    from ..core.processes import die_with_parent, interrupt_on_signals
+
+    die_with_parent(parent)
+    interrupt_on_signals()
+    try:
+        connection.send(run_configuration(config))
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    finally:
+        connection.close()
+
+
 def _run_local(
     configs: list[SweepConfig], max_parallel: int, progress: ProgressReporter
 ) -> list[ConfigOutcome]:
-    """Run configurations here, `max_parallel` processes at a time (in this process when 1)."""
+    """Run configurations here, `max_parallel` processes at a time (in this process when 1).
+
+    The children die with this process (a parent-death signal) and are stopped with it: an
+    interrupt here (Ctrl-C, SIGTERM) sends SIGTERM to every child still running, waits briefly,
+    then kills what is left, before it goes on up. A rerun continues from what was recorded.
+    """
+    import os
+    from multiprocessing.connection import wait
+
+    from ..core.processes import stop_processes
+
     outcomes: list[ConfigOutcome] = []
     with progress.task("sweep", len(configs)) as advance:
         if max_parallel == 1 or len(configs) == 1:
@@ -497,11 +528,39 @@ def _run_local(
             return outcomes
         # spawn, not fork: a forked copy of a process that already runs torch threads can hang
         context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(max_workers=max_parallel, mp_context=context) as pool:
-            futures = [pool.submit(run_configuration, config) for config in configs]
-            for future in concurrent.futures.as_completed(futures):
-                outcomes.append(future.result())
-                advance(1)
+        waiting = list(configs)
+        running: dict[Any, tuple[Any, SweepConfig, Any]] = {}  # sentinel -> process, config, pipe
+        try:
+            while waiting or running:
+                while waiting and len(running) < max_parallel:
+                    config = waiting.pop(0)
+                    receive, send = context.Pipe(duplex=False)
+                    process = context.Process(
+                        target=_config_worker, args=(send, config, os.getpid()), name=f"sweep-{config.id}"
+                    )
+                    process.start()
+                    send.close()
+                    running[process.sentinel] = (process, config, receive)
+                ready = set(wait([*running, *(pipe for _, _, pipe in running.values())]))
+                for sentinel, (process, config, pipe) in list(running.items()):
+                    if sentinel not in ready and pipe not in ready:
+                        continue
+                    outcome = None
+                    with contextlib.suppress(EOFError, OSError):
+                        outcome = pipe.recv() if pipe.poll() else None
+                    if outcome is None and process.is_alive():
+                        continue  # the pipe closed before the process exited: wait for its exit
+                    process.join()
+                    pipe.close()
+                    del running[sentinel]
+                    outcomes.append(
+                        outcome
+                        or ConfigOutcome(config.id, error=f"worker exited with code {process.exitcode}")
+                    )
+                    advance(1)
+        except BaseException:
+            stop_processes([process for process, _, _ in running.values()])
+            raise
     order = {c.id: i for i, c in enumerate(configs)}
     return sorted(outcomes, key=lambda o: order[o.config])
 
@@ -633,11 +692,11 @@ def _check_executor(spec: SweepSpec, executor: str, max_parallel: int | None) ->
 
 def _finish(spec: SweepSpec, results_dir: Path) -> Path | None:
     """Rebuild the tables, and write REPORT.md when the spec asks for it (its path)."""
-    from ..store.tables import rebuild_tables, refresh_accuracy_baselines
+    from .derive import derive
 
-    # students recorded before teacher-T1 finished (parallel configurations) get their baseline now
-    refresh_accuracy_baselines(results_dir, spec.workspace().runs_dir)
-    rebuild_tables(results_dir)
+    # derived rows an interrupt lost are restored; students recorded before teacher-T1 finished
+    # (parallel configurations) get their baseline now
+    derive(results_dir, spec.workspace().runs_dir)
     if not spec.report:
         return None
     from ..report import write_report

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..checks import check_nesting
 from ..core.workspace import Workspace
 from ..errors import DefdistillError
 from ..store.runs import run_name
@@ -354,8 +355,11 @@ def load_spec(path: str | Path) -> SweepSpec:
         raise DefdistillError(f"no sweep spec at {path}: see experiments/sweeps/ for examples") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DefdistillError(f"cannot read sweep spec {path} ({exc})") from None
+    check_nesting(text, f"sweep spec {path}")
     try:
         data = yaml.safe_load(text)  # safe_load: a spec is data, never code
+    except RecursionError:
+        raise DefdistillError(f"sweep spec {path} nests too deeply: it is not a sweep spec") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

@@ -38,7 +38,16 @@ from ..core.runtime import derive_seed, resolve_device, seed_everything
 from ..data.registry import get_dataset_spec, load_dataset
 from ..errors import DefdistillError
 from ..models import EVAL_BATCH, accuracy, build_model, count_parameters, get_arch_spec
-from ..store.runs import ROLES, format_T, load_run, resolve_model, run_dir, run_name, save_run
+from ..store.runs import (
+    ROLES,
+    check_not_finished,
+    format_T,
+    load_run,
+    resolve_model,
+    run_dir,
+    run_name,
+    save_run,
+)
 from ..store.tables import record_accuracy_gap, undefended_baseline
 from .loop import (
     Recipe,
@@ -538,8 +547,10 @@ def distill(
     adv_eps: float | None = None,
     adv_steps: int | None = None,
     adv_step_size: float | None = None,
+    force: bool = False,
 ) -> DistillResult:
-    """Train a student from the teacher at T with `method`; record its accuracy gap.
+    """Train a student from the teacher at T with `method`; record its accuracy gap. A finished
+    run of the student's name is trained again only with `force` (its records go stale).
 
     T defaults to the method's: 100 (Papernot et al.'s), 30 for `ard` (Goldblum et al.'s), 1 for
     `rslad`, whose soft labels are the teacher's at T=1. `ard` and `rslad` need a named `teacher`
@@ -595,7 +606,7 @@ def distill(
     )  # fmt: skip
     with session(torch_device) as (_, torch_device):
         return _distill_generations(
-            plan, teacher, seed, name, runs_dir, results_dir, data_dir, torch_device, progress
+            plan, teacher, seed, name, runs_dir, results_dir, data_dir, torch_device, progress, force
         )
 
 
@@ -609,6 +620,7 @@ def _distill_generations(
     data_dir: str | Path,
     torch_device: torch.device,
     progress: ProgressReporter,
+    force: bool = False,
 ) -> DistillResult:
     dataset, T, spec, arch, transfer_set, generations = (
         plan.dataset, plan.T, plan.method, plan.arch, plan.transfer_set, plan.generations
@@ -620,6 +632,9 @@ def _distill_generations(
     base_name = name or default_student_name(
         T, spec.name, arch or teacher_meta["arch"], teacher_meta["arch"], transfer_set
     )
+    for generation in range(1, generations + 1):  # before any training
+        run = base_name if generations == 1 else f"{base_name}-gen{generation}"
+        check_not_finished(run_dir(runs_dir, dataset, run), force, plan.resume, "--name for a new run")
     x_transfer, y_transfer = transfer_set_inputs(dataset, transfer_set, data_dir, seed)
     x_test, y_test = load_dataset(dataset, "test", data_dir)
 

@@ -39,7 +39,7 @@ from ..data.registry import get_dataset_spec, load_dataset
 from ..errors import DefdistillError
 from ..models import accuracy, build_model, get_arch_spec
 from ..store.checkpoint import TrainingCheckpoint
-from ..store.runs import SURROGATE_NAME, run_dir, run_name, save_run
+from ..store.runs import SURROGATE_NAME, check_not_finished, run_dir, run_name, save_run
 from .robust import ADVERSARIAL_METHODS, TRADES, Objective, check_budget, default_budget
 
 OPTIMIZERS = ("adam", "sgd")
@@ -685,8 +685,11 @@ def train_teacher(
     adv_steps: int | None = None,
     adv_step_size: float | None = None,
     beta: float | None = None,
+    force: bool = False,
 ) -> RunResult:
     """Train a teacher with cross-entropy on softmax(z/T); save it as `teacher-T<T>` (or `name`).
+
+    A finished run of that name is trained again only with `force` (its records go stale).
 
     Every epoch leaves a checkpoint in the run folder; `resume` continues from it. `recipe`
     names a preset of RECIPES (default: the dataset's); a preset with a warm start trains its
@@ -723,6 +726,7 @@ def train_teacher(
         if objective is not None:
             name += "-" + ADV_RUN_SUFFIX[adv_meta["adv_method"]]
     path = run_dir(runs_dir, dataset, name)
+    check_not_finished(path, force, resume)
     x_train, y_train = load_dataset(dataset, "train", data_dir)
     x_test, y_test = load_dataset(dataset, "test", data_dir)
     ensure_writable_dir(path, "--runs-dir")  # before training, not after it
