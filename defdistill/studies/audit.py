@@ -236,7 +236,7 @@ def _views(
 ) -> _Views:
     scores: nn.Module = LogProbabilities(model) if probabilities else model
     decision: nn.Module = Expectation(scores, draws) if randomized else scores
-    judge: nn.Module = decision  # TEMP
+    judge: nn.Module = Expectation(scores, judge_draws, seed=seed) if randomized else scores
     raw, honest = GradientGuard(model).eval(), GradientGuard(decision).eval()
     return _Views(raw, honest, decision.eval(), judge.eval(), as_given=not (probabilities or randomized))
 
