@@ -46,7 +46,7 @@ format: $(STAMP)
 # `make bench` writes results/benchmarks.{json,md}; `make bench QUICK=1` is the under-a-minute run,
 # written to build/bench/ so that it never replaces the committed full-run table.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run.py $(if $(QUICK),--quick --results-dir build/bench,)
+	$(BIN)/python benchmarks/run.py $(if $(QUICK),--quick --results-dir build/bench,--readme README.md)
 
 clean:
 	rm -rf runs data .pytest_cache

@@ -303,3 +303,18 @@ def test_audit_command_bad_factory_is_one_clear_line(target, fragments, tmp_path
     monkeypatch.chdir(tmp_path)
     result = invoke("audit", target, "--n", "40", "--budget", "fast", "--results-dir", Path(tmp_path) / "r")
     assert_one_line_error(result, *fragments)
+
+
+def test_audit_model_audits_a_run_by_name_and_refuses_weights_for_it(tmp_path):
+    from defdistill.errors import DefdistillError
+    from defdistill.studies.audit import AuditBudgets, audit_model
+    from defdistill.train.loop import train_teacher
+
+    runs = tmp_path / "runs"
+    train_teacher(T=1, epochs=1, runs_dir=runs, device="cpu")
+    fast = {"n": 30, "eps": [0.1], "attacks": ["square"], "budgets": AuditBudgets.fast(), "device": "cpu"}
+    result, folder = audit_model("teacher-T1", runs_dir=runs, results_dir=tmp_path / "r", **fast)
+    assert result.model == "teacher-T1" and folder == tmp_path / "r" / "audit" / "teacher-T1"
+    assert json.loads((folder / "audit.json").read_text())["verdict"] == result.verdict
+    with pytest.raises(DefdistillError, match="--weights goes with a factory"):
+        audit_model("teacher-T1", weights=tmp_path / "w.safetensors", runs_dir=runs, **fast)

@@ -37,7 +37,7 @@ from ..core.fileio import ensure_writable_dir
 from ..core.progress import SILENT, ProgressReporter
 from ..data.registry import get_dataset_spec, load_dataset
 from ..store.runs import run_identity
-from ..store.tables import PER_INPUT, ROBUSTNESS_COLUMNS, read_records, rebuild_tables, record_rows
+from ..store.tables import PER_INPUT, ROBUSTNESS_COLUMNS, read_records, record_rows
 from .attacks import (
     ATTACKS,
     DEFAULT_EPS,
@@ -462,13 +462,6 @@ def recalibrate_diagnostics(
     if rows:
         record_rows(results_dir, "diagnostics", rows)
     return changed
-
-
-def rebuild_tables_with_verdicts(results_dir: str | Path) -> dict[str, pd.DataFrame]:
-    """`defdistill tables`: bring every diagnosed model's verdict up to date with its recorded
-    attacks (`recalibrate_diagnostics`), then rebuild every table from its records."""
-    recalibrate_diagnostics(results_dir)
-    return rebuild_tables(results_dir)
 
 
 # --- measuring the figures ---------------------------------------------------------------
