@@ -22,10 +22,11 @@ ZOO_NAMES = (
 )  # fmt: skip
 
 
-# the audit judges a randomised model by the mean softmax of its few EOT draws, drawn afresh for
-# every attack, so the per-input worst case counts the decision's own noise as breaks
-NOISY_DECISION = pytest.mark.xfail(
-    reason="audit: a randomised model's decision is redrawn per attack (0.47 vs the EOT reference 0.65)",
+# Judged by the same seeded draws as the reference, single-draw PGD on the noisy model is about as
+# strong as EOT (naive 0.66, audited 0.63, reference 0.65 at eps 0.1, n = 100; the audit says
+# inconclusive). On all 360 digits test inputs it says not-masked (largest gap 0.028, bound 0.047)
+NOISY_TRUTH = pytest.mark.xfail(
+    reason="zoo: Gaussian input noise (sigma 0.2) is barely masking on digits (naive 0.66, reference 0.65)",
     strict=False,
 )
 
@@ -34,8 +35,8 @@ def _cases(check_accuracy: bool) -> list:
     cases = []
     for name in ZOO_NAMES:
         marks = [] if name in FAST else [pytest.mark.slow]
-        if check_accuracy and name == "noisy":
-            marks.append(NOISY_DECISION)
+        if not check_accuracy and name == "noisy":
+            marks.append(NOISY_TRUTH)
         cases.append(pytest.param(name, marks=marks, id=name))
     return cases
 
