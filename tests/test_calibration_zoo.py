@@ -22,21 +22,15 @@ ZOO_NAMES = (
 )  # fmt: skip
 
 
-# Judged by the same seeded draws as the reference, single-draw PGD on the noisy model is about as
-# strong as EOT (naive 0.66, audited 0.63, reference 0.65 at eps 0.1, n = 100; the audit says
-# inconclusive). On all 360 digits test inputs it says not-masked (largest gap 0.028, bound 0.047)
-NOISY_TRUTH = pytest.mark.xfail(
-    reason="zoo: Gaussian input noise (sigma 0.2) is barely masking on digits (naive 0.66, reference 0.65)",
-    strict=False,
-)
+# Too few inputs to rule a 0.05 gap out may leave a not-masked model inconclusive (n = 100 here;
+# the committed results/calibration.md audits all 360 digits test inputs), but never masked.
+NOT_MASKED_AT_N = {"noisy"}
 
 
 def _cases(check_accuracy: bool) -> list:
     cases = []
     for name in ZOO_NAMES:
         marks = [] if name in FAST else [pytest.mark.slow]
-        if not check_accuracy and name == "noisy":
-            marks.append(NOISY_TRUTH)
         cases.append(pytest.param(name, marks=marks, id=name))
     return cases
 
@@ -69,7 +63,7 @@ def _audit(zoo: cal.Zoo, audited: dict, name: str):
 
 def test_the_zoo_has_every_trick_of_the_issue(zoo: cal.Zoo) -> None:
     assert tuple(zoo.models) == ZOO_NAMES
-    assert [e.name for e in zoo if e.truth == cal.NOT_MASKED] == ["plain", "pgd-at", "probabilities"]
+    assert [e.name for e in zoo if e.truth == cal.NOT_MASKED] == ["plain", "pgd-at", "noisy", "probabilities"]
     assert [e.name for e in zoo if e.randomized] == ["noisy"]
     assert min(zoo.clean_acc.values()) > 0.85, zoo.clean_acc
 
@@ -105,7 +99,8 @@ def test_audit_verdict_matches_the_zoo_truth(zoo: cal.Zoo, audited: dict, name: 
     result, _ = _audit(zoo, audited, name)
     assert result.randomized == entry.randomized, result.checks
     assert result.outputs == entry.outputs
-    assert result.verdict == entry.truth, (
+    allowed = {entry.truth, "inconclusive"} if name in NOT_MASKED_AT_N else {entry.truth}
+    assert result.verdict in allowed, (
         result.reason,
         result.naive_robust_accuracy,
         result.robust_accuracy,
