@@ -15,8 +15,12 @@ import argparse
 import os
 import sys
 import tempfile
+from pathlib import Path
 
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+# benchmarks/profile.py would shadow the standard library's profile, which torch imports when
+# an optimiser is built: drop this folder from the import path
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 from defdistill.studies.audit import audit_budgets  # noqa: E402
 from defdistill.studies.calibration import ReferenceBudget, run_calibration  # noqa: E402

