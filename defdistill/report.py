@@ -411,18 +411,20 @@ def _versus(values: pd.Series, reference: float, fmt: str = ".3f") -> str:
 def privacy_summary(rows: pd.DataFrame, other_seeds: int = 0) -> str:
     """Students against the teacher, in words, from one dataset's privacy rows.
 
-    LiRA when recorded (the calibrated attack Carlini et al. 2022 recommend), else the loss
+    Online LiRA when recorded, then offline LiRA (the calibrated attack Carlini et al. 2022
+    recommend), else the loss
     attack. The null spread is the Mann-Whitney U's: sd(AUC) = sqrt((m + n + 1) / (12 m n)) for
     m members and n non-members scored at random.
     """
-    attack = "lira" if (rows["attack"] == "lira").any() else "loss"
+    recorded = set(rows["attack"])
+    attack = next((a for a in ("lira-online", "lira", "loss") if a in recorded), "loss")
     chosen = rows[rows["attack"] == attack]
     teachers = chosen[chosen["role"] == "teacher"]
     students = chosen[chosen["role"] == "student"]
     if teachers.empty or students.empty:
         return f"No teacher and student pair recorded under the {attack} attack to compare."
     teacher = teachers.iloc[0]
-    name = "LiRA" if attack == "lira" else "the loss attack"
+    name = {"lira-online": "online LiRA", "lira": "LiRA"}.get(attack, "the loss attack")
     text = [
         f"Under {name} the teacher reaches AUC {teacher['auc']:.3f} and TPR {teacher['tpr_at_1pct_fpr']:.3f} "
         f"at 1% FPR, with test accuracy {teacher['test_acc']:.3f}."
@@ -622,6 +624,7 @@ def write_report(
         outcomes = attack_outcomes(pd.concat([records.all_robustness, seeds], ignore_index=True))
         lines += small_budget_section(outcomes[outcomes["dataset"].isin(found)])
         lines += seeds_section(pd.concat([records.all_robustness, seeds], ignore_index=True), found)
+        lines += l2_section(results_dir)
     if records.privacy_found:
         lines += privacy_section(records.privacy, records.privacy_found, results_dir, plots, notes)
     for name in EXTRA_TABLES:
@@ -714,7 +717,8 @@ def _attack_section(
             "lies (median and mean norm over the successful examples, in `norm`; Carlini and Wagner "
             "2017 tabulate the mean). The mean needs per-input distances in the records. Within each "
             "L-inf budget, such an attack enters the success table above only from per-input "
-            "distances.",
+            "distances. HopSkipJump's distances are upper bounds on the minimal perturbation: it runs 10 "
+            "steps on the first 50 inputs, not to convergence, so a model's true distance may be smaller.",
             "",
             to_markdown(distances),
         ]
@@ -1224,7 +1228,8 @@ def _p(p: float) -> str:
 
 def small_budget_sentence(r: dict) -> str:
     """One comparison in words: which way it came out over seeds, and how surely."""
-    a, b, head = r["a"], r["b"], f"{r['dataset']}, eps {r['eps']:g}, {r['a']} against {r['b']}"
+    norm = "L2 " if r.get("norm") == "l2" else ""
+    a, b, head = r["a"], r["b"], f"{r['dataset']}, {norm}eps {r['eps']:g}, {r['a']} against {r['b']}"
     if r.get("refused"):
         return f"- {head}: not compared ({r['refused']})."
     seeds = int(r["seeds"])
@@ -1317,6 +1322,76 @@ def small_budget_section(
 
 
 SEED_MODELS = ("teacher-T1", "student-T1", "teacher-T100", "student-T100")
+
+
+L2_DIR = "l2"  # results/l2/: the L2 threat model's rows, kept apart from the L-inf sweep's
+L2_ATTACKS = ("fgsm", "pgd", "apgd-ce", "apgd-dlr", "apgd-t", "square", "noise")
+
+
+def l2_table(results_dir: Path) -> pd.DataFrame:
+    """Per dataset and model of results_dir/l2: clean accuracy, each L2 attack's success at the
+    dataset's L2 budget, CW's median distance, and the per-input worst case with its attack list."""
+    from .data.registry import DATASETS
+
+    folder = results_dir / L2_DIR
+    rows = read_records(folder, "robustness")
+    worst = read_records(folder, "worst_case")
+    if rows.empty:
+        return pd.DataFrame()
+    out = []
+    for (dataset, model), group in rows[rows["norm"] == "l2"].groupby(["dataset", "model"], sort=False):
+        budget = DATASETS[dataset].l2_eps if dataset in DATASETS else math.nan
+        at = group[np.isclose(group["eps"].astype(float).fillna(-1), budget)]
+        if at.empty:
+            continue
+        entry: dict = {"dataset": dataset, "model": model, "l2_eps": budget, "n": int(at["n"].iloc[0]),
+                       "clean_acc": float(at["clean_acc"].iloc[0])}  # fmt: skip
+        for attack in L2_ATTACKS:
+            hit = at[at["attack"] == attack]
+            entry[attack] = float(hit["success_rate"].iloc[0]) if len(hit) else math.nan
+        cw = group[(group["attack"] == "cw") & group["eps"].isna()]
+        entry["cw_median_l2"] = float(cw["median_dist"].iloc[0]) if len(cw) else math.nan
+        w = worst[(worst["dataset"] == dataset) & (worst["model"] == model) & (worst["norm"] == "l2")]
+        w = w[np.isclose(w["eps"].astype(float), budget)] if not w.empty else w
+        entry["worst_robust_acc"] = float(w["ensemble_robust_acc"].iloc[0]) if len(w) else math.nan
+        attacks = w["attacks"].iloc[0] if len(w) and "attacks" in w.columns else None
+        entry["attacks"] = attacks if isinstance(attacks, str) else ""
+        out.append(entry)
+    return pd.DataFrame(out)
+
+
+def l2_comparisons(results_dir: Path, n_boot: int = 10_000) -> pd.DataFrame:
+    """The small-budget pairs under the L2 threat model (results_dir/l2), on the same attacks."""
+    folder = results_dir / L2_DIR
+    rows = read_records(folder, "robustness", per_input=True)
+    if rows.empty:
+        return pd.DataFrame()
+    table = small_budget_comparison(attack_outcomes(rows[rows["norm"] == "l2"]), n_boot=n_boot)
+    return table.assign(norm="l2") if not table.empty else table
+
+
+def l2_section(results_dir: Path) -> list[str]:
+    """REPORT.md's L2 threat model, when results_dir/l2 holds rows."""
+    table = l2_table(results_dir)
+    if table.empty:
+        return []
+    lines = [
+        "## L2 threat model ([l2/robustness.md](l2/robustness.md))",
+        "",
+        "The same networks (seed 0) under an L2 budget: 2.0 on MNIST, the customary L2 budget there, and on "
+        "other images the same root-mean-square change per pixel, 2.0 / sqrt(784), times sqrt(pixels): 0.57 "
+        "on 8x8 digits (DatasetSpec.l2_eps). Attacks: FGSM and PGD (L2), APGD-CE, APGD-DLR and APGD-T (L2), "
+        "Square (L2, 5,000 queries), noise on the L2 sphere, and CW's minimal L2 distances, which enter the "
+        "worst case within the budget. Success is over the correctly classified inputs; `worst_robust_acc` "
+        "is the per-input worst case over `attacks`.",
+        "",
+        to_markdown(table),
+        "",
+    ]
+    comparisons = l2_comparisons(results_dir)
+    if not comparisons.empty:
+        lines += small_budget_sentences(comparisons) + [""]
+    return lines
 
 
 def seed_robust_accuracy(robustness: pd.DataFrame, models: Sequence[str] = SEED_MODELS) -> pd.DataFrame:

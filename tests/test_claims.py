@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -107,3 +108,35 @@ def test_report_rewrites_only_the_blocks_that_name_its_results_folder(tmp_path: 
     )
     assert "\nstale\n" in other.read_text(encoding="utf-8")
     assert update_docs([mine], results) == []  # already current: nothing rewritten
+
+
+def _rows(table: str) -> Any:
+    import pandas as pd
+
+    return pd.read_csv(ROOT / "results" / f"{table}.csv")
+
+
+def test_the_prose_about_mnist_agrees_with_the_tables_it_quotes() -> None:
+    """The sentences of REPRODUCTION.md outside the blocks that state a number from a table."""
+    text = " ".join((ROOT / "REPRODUCTION.md").read_text(encoding="utf-8").split())
+    gaps = _rows("accuracy_gap")
+    sweep = gaps["student"] == "student-T" + gaps["T"].map("{:g}".format)
+    mnist = gaps[(gaps["dataset"] == "mnist") & sweep]
+    assert "stays below half a point at every T" in text
+    assert (mnist["cost_pp"].astype(float) < 0.5).all()
+    assert "**Accuracy** is 0.2 to 0.3 points below the paper's" in text  # about 99.5% at T=1
+    assert 0.2 <= 99.5 - 100 * float(mnist["baseline_acc"].iloc[0]) <= 0.3
+    robustness = _rows("robustness")
+    jsma = robustness[(robustness["dataset"] == "mnist") & (robustness["model"] == "teacher-T1")]
+    jsma = jsma[jsma["attack"] == "jsma"]
+    assert "**JSMA-F** at T=1 is about a point below the paper's 95.89%" in text
+    assert 0.5 <= 95.89 - 100 * float(jsma["success_rate"].iloc[0]) <= 1.5
+
+
+def test_the_readme_says_the_demo_prints_other_numbers_than_the_committed_tables() -> None:
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert "reproduces them" not in readme and "`make demo` reproduces" not in readme
+    assert "so its numbers are not those of `results/`" in readme
+    defences = " ".join((ROOT / "docs" / "defences.md").read_text(encoding="utf-8").split())
+    assert "not committed yet" not in defences  # the committed table is results/defences/defences.md
+    assert (ROOT / "results" / "defences" / "defences.md").is_file()

@@ -182,9 +182,9 @@ def paired_comparison(
 ) -> PairedComparison:
     """McNemar's exact test and a paired bootstrap interval on per-input flags (True = broken).
 
-    outcomes_a[i] and outcomes_b[i] must refer to the same input i. Pooling several seeds is
-    valid for the exact test (every discordant pair is a fair coin under the null, independently);
-    pass the seeds as `strata` so the bootstrap resamples within each.
+    outcomes_a[i] and outcomes_b[i] must refer to the same input i, each input once: seeds that
+    attack the same inputs are not independent pairs, so call it per seed and combine the seeds
+    with `t_interval` or `cluster_bootstrap_ci` (what the report does).
     """
     a, b = _flags(outcomes_a, "outcomes_a"), _flags(outcomes_b, "outcomes_b")
     if a.shape != b.shape or a.size == 0:
