@@ -115,3 +115,12 @@ def test_cw_convergence_measures_old_new_and_reference_on_the_same_inputs(traine
     assert reference["vs_reference"] == 0 and reference["per_input_ratio_median"] == 1
     text = module.markdown(rows, {"inputs per model": "3"})
     assert "| digits | student-T100 | new |" in text and "1000 Adam steps of 0.01 x 9 searches" in text
+
+
+def test_readme_timing_block_is_the_one_generated_from_the_committed_benchmarks(bench):
+    rows = json.loads((HARNESS.parents[1] / "results" / "benchmarks.json").read_text())
+    readme = (HARNESS.parents[1] / "README.md").read_text()
+    assert (
+        bench.readme_block(rows) in readme
+    )  # regenerate: benchmarks/run.py --readme README.md --readme-from ...
+    assert "machine" in {r["name"] for r in rows}  # the block names the machine it was measured on
