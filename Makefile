@@ -1,6 +1,6 @@
 # Set-up and everyday commands. `make demo` and `make test` work on a fresh clone:
-# they create .venv, install the project with its dev extras (and the independent attack
-# implementations the cross-check tests compare with), then run.
+# they create .venv, install the project with its dev extras (the independent attack
+# implementations the cross-check tests compare with, and Opacus for the DP-SGD teachers), then run.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e '.[dev,bench]'
+	$(BIN)/python -m pip install -e '.[dev,bench,privacy]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -46,7 +46,7 @@ format: $(STAMP)
 # `make bench` writes results/benchmarks.{json,md}; `make bench QUICK=1` is the under-a-minute run,
 # written to build/bench/ so that it never replaces the committed full-run table.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run.py $(if $(QUICK),--quick --results-dir build/bench,)
+	$(BIN)/python benchmarks/run.py $(if $(QUICK),--quick --results-dir build/bench,--readme README.md)
 
 clean:
 	rm -rf runs data .pytest_cache

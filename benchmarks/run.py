@@ -98,6 +98,21 @@ class Config:
     threads_row: bool = True  # the multi-threaded epoch can take seconds on a busy machine
     torchattacks_pairs: int = 15  # the goal there is <= 1.0: more pairs, a steadier median
     images_only_row: bool = True  # pgd against torchattacks' call alone, for the record
+    n_reference: int = 120  # inputs of the rows against torchattacks' APGD, Square, AutoAttack, the audit
+    reference_pairs: int = 3
+    autoattack_pairs: int = 2  # AutoAttack and the audit: each call takes seconds
+    apgd_steps: int = 100
+    square_queries: int = 1000
+    l2_eps: float = 1.0  # digits images have 64 pixels: an L2 budget of 1 is an L-inf 0.125 spread out
+    hsj_steps: int = 10
+    hsj_initial_evals: int = 50
+    hsj_max_evals: int = 200
+    hsj_pairs: int = 2
+    audit_budget: str = "standard"  # AuditBudgets by name: "standard" (the field's) or "fast"
+    mnist_n: int = 100  # inputs of the MNIST full evaluation against torchattacks' AutoAttack (0: skip)
+    mnist_dir: Path = Path("../shared/datasets")
+    mnist_runs: Path = Path("build/bench/runs")  # the 1-epoch MNIST model and its surrogate, kept
+    keep_cw_curve: Path | None = None  # take the Carlini-Wagner curve from this benchmarks.json
 
 
 FULL = Config(
@@ -112,6 +127,8 @@ QUICK = Config(
     pgd_steps=AttackSettings().pgd_steps, cw_steps=20,
     cw_binary_search_steps=2, cw_curve_steps=(), cw_curve_search_steps=(), cw_curve_stepsizes=(),
     throughput_images=512, demo=False, threads_row=False, torchattacks_pairs=7, images_only_row=False,
+    n_reference=40, reference_pairs=1, autoattack_pairs=1, apgd_steps=20, square_queries=200, hsj_steps=3,
+    hsj_initial_evals=20, hsj_max_evals=50, hsj_pairs=1, mnist_n=0,
 )  # fmt: skip
 
 
@@ -474,34 +491,239 @@ def bench_pgd_vs_torchattacks(cfg: Config, model: nn.Module, x: torch.Tensor, y:
     return rows
 
 
-def bench_apgd_vs_torchattacks(cfg: Config, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
-    """Our APGD-CE (through `run_attack`: its Foolbox adapter, metrics and per-input records)
-    against torchattacks.APGD with the same steps, eps, loss and one restart, each computing the
-    whole robustness row on the same inputs. Goal: <= 1.0."""
+def _torchattacks() -> Any | None:
     try:
         import torchattacks
     except ImportError:
-        return row("apgd_vs_torchattacks", None, None, None, SKIPPED_TORCHATTACKS)
-    steps = 100 if not cfg.quick else 20
-    settings = replace(attack_settings(cfg), apgd_steps=steps)
-    attack = torchattacks.APGD(
-        model, norm="Linf", eps=cfg.eps, steps=steps, n_restarts=1, loss="ce", seed=cfg.seed
-    )
+        return None
+    return torchattacks
+
+
+# Our attacks against torchattacks' implementation of the same attack (Croce & Hein's reference
+# code, ported): (our registry name, torchattacks class, its keyword arguments). Both sides run
+# with the same eps, norm, steps (APGD), target classes (APGD-T: 9) and queries (Square).
+TORCHATTACKS_PAIRS = (
+    ("apgd-ce", "APGD", {"loss": "ce"}),
+    ("apgd-dlr", "APGD", {"loss": "dlr"}),
+    ("apgd-t", "APGDT", {}),
+    ("square", "Square", {}),
+)
+
+
+def bench_attacks_vs_torchattacks(
+    cfg: Config, model: nn.Module, x: torch.Tensor, y: torch.Tensor
+) -> list[dict]:
+    """Every APGD variant and Square, L-inf and L2, through `run_attack` (its Foolbox adapter, the
+    metrics and per-input records) against torchattacks' class with the same settings computing the
+    same robustness row in plain PyTorch (`plain_robustness`), on the same inputs. Goal: <= 1.0."""
+    torchattacks = _torchattacks()
+    if torchattacks is None:
+        return [row("apgd-ce_linf_vs_torchattacks", None, None, None, SKIPPED_TORCHATTACKS)]
+    x, y = x[: cfg.n_reference], y[: cfg.n_reference]
+    steps, queries = cfg.apgd_steps, cfg.square_queries
+    rows = []
+    for norm, eps in (("linf", cfg.eps), ("l2", cfg.l2_eps)):
+        settings = replace(AttackSettings(), norm=norm, apgd_steps=steps, square_queries=queries)
+        for name, cls, extra in TORCHATTACKS_PAIRS:
+            budget = {"n_queries": queries} if name == "square" else {"steps": steps}
+            attack = getattr(torchattacks, cls)(
+                model, norm="Linf" if norm == "linf" else "L2", eps=eps, n_restarts=1, seed=cfg.seed,
+                **budget, **extra,
+            )  # fmt: skip
+            outcome: dict[str, dict] = {}
+
+            def ours(
+                _: Any,
+                name: str = name,
+                settings: AttackSettings = settings,
+                eps: float = eps,
+                outcome: dict = outcome,
+            ) -> None:
+                outcome["ours"] = run_attack(model, x, y, name, [eps], settings, CPU, cfg.seed)[0]
+
+            def reference(_: Any, attack: Any = attack, outcome: dict = outcome) -> None:
+                outcome["reference"] = plain_robustness(model, attack, x, y, cfg.seed)
+
+            ours_s, ref_s, ratio = paired_timing(ours, reference, cfg.reference_pairs)
+            what = f"{queries} queries" if name == "square" else f"{steps} steps"
+            if name == "apgd-t":
+                what += ", 9 target classes"
+            note = (
+                f"{len(x)} digits test inputs, {norm} eps {eps:g}, {what}, 1 restart; robust accuracy "
+                f"{outcome['ours']['robust_acc']:.4f} ours, {outcome['reference']['robust_acc']:.4f} "
+                f"torchattacks {torchattacks.__version__}"
+            )
+            rows.append(row(f"{name}_{norm}_vs_torchattacks", ours_s, ref_s, ratio, note))
+    return rows
+
+
+def torchattacks_autoattack(model: nn.Module, eps: float, seed: int, norm: str = "Linf") -> Any:
+    """torchattacks' AutoAttack, standard version: APGD-CE, APGD-T, FAB-T, Square (5,000 queries)."""
+    torchattacks = _torchattacks()
+    assert torchattacks is not None
+    return torchattacks.AutoAttack(model, norm=norm, eps=eps, version="standard", n_classes=10, seed=seed)
+
+
+def bench_autoattack_vs_torchattacks(cfg: Config, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """Our AutoAttack cascade (APGD-CE, APGD-T, Square 5,000 queries; no FAB-T) through `run_attack`
+    against torchattacks' AutoAttack standard (the same plus FAB-T) on the same model and inputs."""
+    torchattacks = _torchattacks()
+    if torchattacks is None:
+        return row("autoattack_vs_torchattacks_autoattack", None, None, None, SKIPPED_TORCHATTACKS)
+    x, y = x[: cfg.n_reference], y[: cfg.n_reference]
+    attack = torchattacks_autoattack(model, cfg.eps, cfg.seed)
     outcome: dict[str, dict] = {}
 
     def ours(_: Any) -> None:
-        outcome["ours"] = run_attack(model, x, y, "apgd-ce", [cfg.eps], settings, CPU, cfg.seed)[0]
+        outcome["ours"] = run_attack(model, x, y, "autoattack", [cfg.eps], AttackSettings(), CPU, cfg.seed)[0]
 
     def reference(_: Any) -> None:
         outcome["reference"] = plain_robustness(model, attack, x, y, cfg.seed)
 
-    ours_s, ref_s, ratio = paired_timing(ours, reference, max(3, cfg.torchattacks_pairs // 3))
+    ours_s, ref_s, ratio = paired_timing(ours, reference, cfg.autoattack_pairs, warmup=0)
     note = (
-        f"{len(x)} digits test inputs, APGD-CE {steps} steps, eps {cfg.eps}, 1 restart; robust accuracy "
-        f"{outcome['ours']['robust_acc']:.4f} ours, {outcome['reference']['robust_acc']:.4f} torchattacks "
-        f"{torchattacks.__version__}"
+        f"{len(x)} digits test inputs, L-inf eps {cfg.eps}; ours: APGD-CE, APGD-T (9 targets), Square "
+        f"(5,000 queries), each on the inputs still standing; torchattacks {torchattacks.__version__}: the "
+        f"same and FAB-T; robust accuracy {outcome['ours']['robust_acc']:.4f} ours, "
+        f"{outcome['reference']['robust_acc']:.4f} torchattacks"
     )
-    return row("apgd_vs_torchattacks", ours_s, ref_s, ratio, note)
+    return row("autoattack_vs_torchattacks_autoattack", ours_s, ref_s, ratio, note)
+
+
+def bench_hsj_vs_foolbox(cfg: Config, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """Our HopSkipJump row (`run_attack`: Foolbox's attack run on the inputs it can start from, the
+    metrics, the per-input records) against Foolbox's HopSkipJumpAttack called directly."""
+    import foolbox as fb
+
+    settings = replace(
+        AttackSettings(), hsj_steps=cfg.hsj_steps, hsj_initial_evals=cfg.hsj_initial_evals,
+        hsj_max_evals=cfg.hsj_max_evals,
+    )  # fmt: skip
+    k = settings.decision_n
+    xs, ys = x[:k], y[:k]
+    outcome: dict[str, Any] = {}
+
+    def ours(_: Any) -> None:
+        outcome["ours"] = run_attack(model, xs, ys, "hsj", [], settings, CPU, cfg.seed)[0]
+
+    def reference(_: Any) -> None:
+        torch.manual_seed(cfg.seed)
+        fmodel = fb.PyTorchModel(model, bounds=(0, 1), device=CPU)
+        attack = fb.attacks.HopSkipJumpAttack(
+            steps=settings.hsj_steps, initial_gradient_eval_steps=settings.hsj_initial_evals,
+            max_gradient_eval_steps=settings.hsj_max_evals, constraint="linf",
+        )  # fmt: skip
+        _, clipped, is_adv = attack(fmodel, xs, ys, epsilons=None)
+        outcome["reference"] = (clipped - xs).flatten(1).abs().amax(1), is_adv
+
+    ours_s, ref_s, ratio = paired_timing(ours, reference, cfg.hsj_pairs, warmup=0)
+    clean = predict_logits(model, xs, CPU).argmax(1) == ys
+    dist, is_adv = outcome["reference"]
+    within = clean & is_adv & (dist <= cfg.eps + 1e-6)
+    ref_within = int(within.sum()) / int(clean.sum())
+    mine = outcome["ours"]
+    mine_within = sum(1 for d in mine["per_input"]["dist"] if d is not None and d <= cfg.eps + 1e-6) / int(
+        clean.sum()
+    )
+    note = (
+        f"first {k} digits test inputs, L-inf, {settings.hsj_steps} steps, {settings.hsj_initial_evals} to "
+        f"{settings.hsj_max_evals} gradient-estimate queries; success within eps {cfg.eps}: "
+        f"{mine_within:.4f} ours, {ref_within:.4f} Foolbox; success unbounded "
+        f"{mine['success_rate']:.4f} ours, "
+        f"median L-inf {mine['median_dist']:.4f} ours, "
+        f"{float(dist[clean & is_adv].median()) if bool((clean & is_adv).any()) else math.nan:.4f} Foolbox"
+    )
+    return row("hsj_vs_foolbox", ours_s, ref_s, ratio, note)
+
+
+def plain_pgd_at_epoch(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    recipe: Any,
+    eps: float,
+    steps: int,
+    step: float,
+    seed: int,
+) -> None:
+    """The reference: a hand-written PGD adversarial-training epoch (Madry et al. 2018): per batch,
+    L-inf PGD on the cross-entropy in train mode from a uniform random start, then one step on x'."""
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr)
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(x), generator=generator)
+    for idx in order.split(recipe.batch_size):
+        xb, yb = x[idx], y[idx]
+        x_adv = (xb + (2 * torch.rand(xb.shape, generator=generator) - 1) * eps).clamp(0, 1)
+        for _ in range(steps):
+            x_adv.requires_grad_(True)
+            (grad,) = torch.autograd.grad(F.cross_entropy(model(x_adv), yb, reduction="sum"), [x_adv])
+            x_adv = torch.min(torch.max(x_adv.detach() + step * grad.sign(), xb - eps), xb + eps).clamp(0, 1)
+        loss = F.cross_entropy(model(x_adv), yb)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+
+
+def bench_adv_epoch_vs_plain_pgd_at(cfg: Config) -> dict:
+    """Our PGD adversarial-training epoch (`fit` with `adversarial_objective("pgd")`) against the
+    same epoch written by hand (`plain_pgd_at_epoch`): the overhead of the library's loop."""
+    x, y = train_split(cfg)
+    recipe = replace(recipe_for("digits"), epochs=1)
+    base = digits_model(cfg.seed)
+    objective = adversarial_objective("pgd", "digits")
+    ours_s, ref_s, ratio = paired_timing(
+        lambda m: fit(m, x, y, y, objective, recipe, CPU, cfg.seed),
+        lambda m: plain_pgd_at_epoch(
+            m, x, y, recipe, objective.eps, objective.steps, objective.step_size, cfg.seed
+        ),
+        max(2, cfg.train_pairs // 3),
+        setup=lambda: copy.deepcopy(base),
+    )
+    note = (
+        f"PGD-AT epoch (eps {objective.eps:g}, {objective.steps} steps of {objective.step_size:g}, "
+        "crafted in "
+        f"train mode) on the digits train split ({len(x)} images), both sides the same passes"
+    )
+    return row("adv_epoch_vs_plain_pgd_at_loop", ours_s, ref_s, ratio, note)
+
+
+def bench_audit_vs_torchattacks(cfg: Config, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """`defdistill.audit` (naive FGSM and PGD, APGD-CE, APGD-DLR, APGD-T, Square, noise, transfer,
+    BPDA, HopSkipJump, its preflight and verdict) against torchattacks' AutoAttack standard on
+    the same model and inputs at the same eps, both robust accuracies beside the times."""
+    torchattacks = _torchattacks()
+    if torchattacks is None:
+        return row("audit_vs_torchattacks_autoattack", None, None, None, SKIPPED_TORCHATTACKS)
+    from defdistill import audit
+    from defdistill.studies.audit import audit_budgets
+
+    budgets = audit_budgets(cfg.audit_budget)
+    x, y = x[: cfg.n_reference], y[: cfg.n_reference]
+    x_train, _ = train_split(cfg)
+    attack = torchattacks_autoattack(model, cfg.eps, cfg.seed)
+    outcome: dict[str, Any] = {}
+
+    def ours(_: Any) -> None:
+        outcome["ours"] = audit(
+            model, x, y, eps=[cfg.eps], x_train=x_train, seed=cfg.seed, dataset="digits", budgets=budgets
+        )
+
+    def reference(_: Any) -> None:
+        outcome["reference"] = plain_robustness(model, attack, x, y, cfg.seed)
+
+    ours_s, ref_s, ratio = paired_timing(ours, reference, cfg.autoattack_pairs, warmup=0)
+    result = outcome["ours"]
+    note = (
+        f"{len(x)} digits test inputs, L-inf eps {cfg.eps}, the audit's {cfg.audit_budget} budgets "
+        "(its attacks: "
+        f"{', '.join(a['name'] for a in result.attacks)}; the surrogate distilled from the digits train "
+        f"split); worst-case robust accuracy {result.robust_accuracy[f'{cfg.eps:g}']:.4f} ours (naive "
+        f"{result.naive_robust_accuracy[f'{cfg.eps:g}']:.4f}), {outcome['reference']['robust_acc']:.4f} "
+        f"torchattacks {torchattacks.__version__} AutoAttack standard; verdict: {result.verdict}"
+    )
+    return row("audit_vs_torchattacks_autoattack", ours_s, ref_s, ratio, note)
 
 
 def cw_curve(cfg: Config, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[dict]:
@@ -626,14 +848,29 @@ def bench_mnist_throughput(cfg: Config) -> dict:
 
 
 def defdistill_command() -> list[str]:
-    script = Path(sys.executable).with_name("defdistill")
-    if script.is_file():
-        return [str(script)]
+    """The command line of the package this process imports (PYTHONPATH first), not an installed script."""
     return [sys.executable, "-c", "from defdistill.cli import run; run()"]
 
 
+def plain_digits_epoch_wall(repeats: int = 3) -> float:
+    """Median wall seconds of `plain_epoch` on the digits train split (the demo's unit)."""
+    x, y = load_dataset("digits", "train")
+    recipe = recipe_for("digits")
+    base = digits_model(0)
+    times = []
+    for i in range(repeats + 1):
+        model = copy.deepcopy(base)
+        started = time.perf_counter()
+        plain_epoch(model, x, y, recipe.batch_size, recipe.lr, i)
+        if i:
+            times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
 def bench_demo() -> dict:
-    """Wall time and peak resident memory of `defdistill demo --quiet` in a fresh folder."""
+    """Wall time and peak resident memory of `defdistill demo --quiet` in a fresh folder, and the
+    same as a multiple of a plain digits epoch's wall time measured just before and after."""
+    before = plain_digits_epoch_wall()
     with tempfile.TemporaryDirectory(prefix="defdistill-bench-demo-") as folder:
         started = time.perf_counter()
         done = subprocess.run(
@@ -647,12 +884,99 @@ def bench_demo() -> dict:
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
         return row("demo_wall_time", None, None, None, f"the demo failed (exit {done.returncode}): {tail[0]}")
-    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB on Linux
+    epoch = statistics.median([before, plain_digits_epoch_wall()])
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak_mib = usage.ru_maxrss / 1024  # KiB on Linux
     note = (
-        "defdistill demo --quiet (digits, defaults) in a fresh folder; "
-        f"peak resident memory {peak_mib:.0f} MiB"
+        "defdistill demo --quiet (digits, defaults: 2 processes) in a fresh folder; wall clock; "
+        "reference_s: one "
+        f"plain digits epoch (wall, the median around the demo), ratio: the demo in plain epochs; CPU of the "
+        f"demo's processes {usage.ru_utime + usage.ru_stime:.0f} s; peak resident memory {peak_mib:.0f} MiB"
     )
-    return row("demo_wall_time", seconds, None, None, note)
+    return row("demo_wall_time", seconds, epoch, seconds / epoch, note)
+
+
+MNIST_ATTACKS = (
+    "fgsm",
+    "pgd",
+    "pgd-margin",
+    "pgd-t",
+    "apgd-ce",
+    "apgd-dlr",
+    "autoattack",
+    "noise",
+    "transfer",
+)
+
+
+def bench_mnist_full_evaluation(cfg: Config, data_dir: Path, runs_dir: Path) -> dict:
+    """The full evaluation of one MNIST model at its headline budget (`attack_model` with the MNIST
+    sweep's L-inf attacks at eps 0.1, then the per-input worst case over them) against torchattacks'
+    AutoAttack standard on the same model and inputs; one interleaved pair (each side minutes)."""
+    name = "mnist_full_evaluation_vs_torchattacks_autoattack"
+    torchattacks = _torchattacks()
+    if torchattacks is None:
+        return row(name, None, None, None, SKIPPED_TORCHATTACKS)
+    if not (data_dir / "MNIST").is_dir():
+        return row(name, None, None, None, f"skipped: no MNIST under {data_dir} (--mnist-dir)")
+    from defdistill.evaluate.attacks import attack_model
+    from defdistill.evaluate.worst_case import read_worst_case
+    from defdistill.store.runs import run_dir
+    from defdistill.train.loop import train_surrogate
+
+    teacher = run_dir(runs_dir, "mnist", "teacher-T1")
+    if not (teacher / "meta.json").is_file():
+        train_teacher("mnist", T=1.0, epochs=1, runs_dir=runs_dir, data_dir=data_dir, device="cpu")
+    if not (run_dir(runs_dir, "mnist", "surrogate-T1") / "meta.json").is_file():
+        train_surrogate("mnist", 0, epochs=1, runs_dir=runs_dir, data_dir=data_dir, device="cpu")
+    model, _ = load_run(teacher, dataset="mnist")
+    model.eval()
+    x, y = load_dataset("mnist", "test", data_dir)
+    x, y = x[: cfg.mnist_n], y[: cfg.mnist_n]
+    attack = torchattacks_autoattack(model, 0.1, cfg.seed)
+    outcome: dict[str, Any] = {}
+
+    def ours(_: Any) -> None:
+        with tempfile.TemporaryDirectory(prefix="defdistill-bench-mnist-") as results:
+            attack_model(
+                "teacher-T1", dataset="mnist", attacks=MNIST_ATTACKS, eps=[0.1], n=cfg.mnist_n, seed=cfg.seed,
+                runs_dir=runs_dir, results_dir=results, data_dir=data_dir, device="cpu",
+            )  # fmt: skip
+            outcome["ours"] = float(read_worst_case(results)["ensemble_robust_acc"].iloc[-1])
+
+    def reference(_: Any) -> None:
+        outcome["reference"] = plain_robustness(model, attack, x, y, cfg.seed)["robust_acc"]
+
+    ours_s, ref_s, ratio = paired_timing(ours, reference, 1, warmup=0)
+    note = (
+        f"papernot-mnist trained 1 epoch, first {cfg.mnist_n} MNIST test inputs, L-inf eps 0.1; ours: "
+        f"{', '.join(MNIST_ATTACKS)} (the MNIST sweep's L-inf attacks; AutoAttack with 100 APGD steps and "
+        "Square's 5,000 queries), each on every input (each row is reported), with their records and "
+        f"the per-input worst case; torchattacks {torchattacks.__version__} AutoAttack standard: APGD-CE, "
+        "APGD-T, FAB-T at its default 10 steps each, Square 5,000 queries. Robust accuracy: worst case "
+        f"{outcome['ours']:.4f} ours, {outcome['reference']:.4f} torchattacks"
+    )
+    return row(name, ours_s, ref_s, ratio, note)
+
+
+def previous_cw_curve(path: Path) -> list[dict]:
+    """The Carlini-Wagner curve of a previous full run's benchmarks.json (its cw_curve_ rows)."""
+    if not path.is_file():
+        return []
+    import json
+    import re
+
+    points = []
+    for r in json.loads(path.read_text()):
+        name = re.fullmatch(r"cw_curve_steps(\d+)_search(\d+)_stepsize([\d.]+)", r["name"])
+        found = re.search(r"success ([\d.]+), median L2 ([\d.]+) on (\d+)", r["note"])
+        if name and found:
+            points.append({
+                "steps": int(name[1]), "binary_search_steps": int(name[2]), "stepsize": float(name[3]),
+                "n": int(found[3]), "success_rate": float(found[1]), "median_l2": float(found[2]),
+                "seconds": r["ours_s"],
+            })  # fmt: skip
+    return points
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -682,6 +1006,7 @@ def run_benchmarks(cfg: Config, log: Callable[[str], None] = print) -> tuple[lis
     add(bench_distill_epoch(cfg, teacher))
     add(bench_train_epoch_with_checkpoint(cfg))
     add(bench_adv_epoch(cfg))
+    add(bench_adv_epoch_vs_plain_pgd_at(cfg))
     if cfg.threads_row:
         add(bench_threads(cfg))
     add(bench_attack_vs_foolbox(cfg, "fgsm", teacher, x, y, pairs=3 * cfg.attack_pairs))
@@ -689,9 +1014,15 @@ def run_benchmarks(cfg: Config, log: Callable[[str], None] = print) -> tuple[lis
     add(bench_attack_vs_foolbox(cfg, "cw", teacher, x, y, pairs=cfg.cw_pairs))
     for new in bench_pgd_vs_torchattacks(cfg, teacher, x, y):
         add(new)
-    add(bench_apgd_vs_torchattacks(cfg, teacher, x, y))
+    for new in bench_attacks_vs_torchattacks(cfg, teacher, x, y):
+        add(new)
+    add(bench_autoattack_vs_torchattacks(cfg, teacher, x, y))
+    add(bench_hsj_vs_foolbox(cfg, teacher, x, y))
+    add(bench_audit_vs_torchattacks(cfg, teacher, x, y))
     add(bench_mnist_throughput(cfg))
-    points = cw_curve(cfg, teacher, x, y)
+    if cfg.mnist_n:
+        add(bench_mnist_full_evaluation(cfg, cfg.mnist_dir, cfg.mnist_runs))
+    points = previous_cw_curve(cfg.keep_cw_curve) if cfg.keep_cw_curve else cw_curve(cfg, teacher, x, y)
     for new in cw_curve_rows(points, len(x)):
         add(new)
     if cfg.demo:
@@ -720,7 +1051,7 @@ def markdown(rows: Sequence[dict], points: Sequence[dict], cfg: Config, context:
         "| --- | --- | --- | --- | --- |",
     ]
     for r in rows:
-        if r["name"].startswith("cw_curve_"):
+        if r["name"].startswith("cw_curve_") or r["name"] == "machine":
             continue
         cells = [r["name"], _fmt(r["ours_s"]), _fmt(r["reference_s"]), _fmt(r["ratio"]), r["note"]]
         lines.append("| " + " | ".join(cells) + " |")
@@ -734,7 +1065,12 @@ def markdown(rows: Sequence[dict], points: Sequence[dict], cfg: Config, context:
             "until found, then bisection), abort early: the defaults before issue 15 were 200 steps x 3 "
             f"searches at Adam step {CW_CURVE_STEPSIZE:g}. The library's default now searches c per "
             "input (results/cw_convergence.md). The seconds are single runs at the load of their moment "
-            "(not interleaved): compare them roughly.",
+            "(not interleaved): compare them roughly."
+            + (
+                f" This run took the curve from {cfg.keep_cw_curve} (an earlier full run)."
+                if cfg.keep_cw_curve
+                else ""
+            ),
         ]
         for stepsize in sorted({p["stepsize"] for p in points}, key=lambda v: v != CW_CURVE_STEPSIZE):
             at = [p for p in points if p["stepsize"] == stepsize]
@@ -792,6 +1128,65 @@ def run_context() -> dict[str, str]:
     }
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else the platform's processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_row(context: dict[str, str]) -> dict:
+    """The machine the rows were measured on, as a row without times (README's block reads it)."""
+    return row(
+        "machine", None, None, None, f"{cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__}"
+    )
+
+
+README_BEGIN = (
+    "<!-- benchmarks:timing (generated by benchmarks/run.py --readme from results/benchmarks.json) -->"
+)
+README_END = "<!-- /benchmarks:timing -->"
+
+
+def readme_block(rows: Sequence[dict]) -> str:
+    """README's timing sentences, from the rows of a full run."""
+    by_name = {r["name"]: r for r in rows}
+    machine = by_name.get("machine", {}).get("note", "an unrecorded machine")
+    parts = []
+    demo = by_name.get("demo_wall_time")
+    if demo and demo["ours_s"] is not None and demo["ratio"] is not None:
+        parts.append(
+            f"`make demo` took {demo['ours_s']:.0f} s there, {demo['ratio']:.0f} times a plain training "
+            f"epoch of the digits network measured beside it ({demo['reference_s']:.2f} s): the multiple, "
+            "unlike the "
+            "seconds, carries over to another machine"
+        )
+    mnist = by_name.get("mnist_full_evaluation_vs_torchattacks_autoattack")
+    if mnist and mnist["ratio"] is not None:
+        parts.append(
+            f"the full L-inf evaluation of one MNIST model (9 attacks on 100 inputs, eps 0.1) took "
+            f"{mnist['ratio']:.2f} times the time of torchattacks' AutoAttack standard on the same inputs"
+        )
+    text = "; ".join(parts) if parts else "no full benchmark run is committed"
+    body = f"Measured by `make bench` on {machine}: {text} (results/benchmarks.md)."
+    return f"{README_BEGIN}\n{body}\n{README_END}"
+
+
+def update_readme(path: Path, rows: Sequence[dict]) -> bool:
+    """Replace README's generated timing block; False where the file has no block."""
+    text = path.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        return False
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    atomic_write_text(path, head + readme_block(rows) + tail)
+    return True
+
+
 def write_results(results_dir: Path, rows: Sequence[dict], text: str) -> tuple[Path, Path]:
     """results/benchmarks.json and .md, each written atomically."""
     json_path, md_path = Path(results_dir) / "benchmarks.json", Path(results_dir) / "benchmarks.md"
@@ -814,19 +1209,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="Leave glibc's malloc as it is: ratios then also depend on page faults (keep_freed_memory).",
     )
+    parser.add_argument("--mnist-dir", type=Path, default=Path("../shared/datasets"), help="Where MNIST is.")
+    parser.add_argument(
+        "--keep-cw-curve", type=Path, default=None,
+        help="Take the Carlini-Wagner curve from this benchmarks.json instead of measuring it again.",
+    )  # fmt: skip
+    parser.add_argument("--readme", type=Path, default=None, help="Rewrite this README's timing block.")
+    parser.add_argument(
+        "--readme-from",
+        type=Path,
+        default=None,
+        help="Only rewrite --readme's block from this benchmarks.json.",
+    )
     args = parser.parse_args(argv)
+    if args.readme_from is not None:
+        import json
+
+        return (
+            0 if args.readme and update_readme(args.readme, json.loads(args.readme_from.read_text())) else 1
+        )
     allocator = "glibc's default malloc" if args.default_malloc else keep_freed_memory()
     if args.threads is not None:
         os.environ[THREADS_ENV] = str(args.threads)  # read again by every seed_everything
     configure_threads()
-    cfg = QUICK if args.quick else FULL
+    cfg = replace(QUICK if args.quick else FULL, mnist_dir=args.mnist_dir)
+    if args.keep_cw_curve is not None:
+        cfg = replace(cfg, keep_cw_curve=args.keep_cw_curve)
     context = run_context()
     context["allocator"] = allocator
     started = time.perf_counter()
     rows, points = run_benchmarks(cfg, log=lambda line: print(line, flush=True))
+    rows.insert(0, machine_row(context))
     context["wall time of this run"] = f"{time.perf_counter() - started:.0f} s"
     paths = write_results(args.results_dir, rows, markdown(rows, points, cfg, context))
     print(f"wrote {paths[0]} and {paths[1]} in {context['wall time of this run']}")
+    if args.readme is not None and not cfg.quick and update_readme(args.readme, rows):
+        print(f"updated the timing block of {args.readme}")
     return 0
 
 

@@ -729,14 +729,42 @@ def defences_cmd(
 @app.command("privacy")
 def privacy_cmd(
     T: Annotated[str, typer.Option("--T", help="Comma-separated temperatures, a student each.")] = "1,10,100",
-    shadow: Annotated[int, typer.Option("--shadow", help="Shadow pipelines for offline LiRA; 0: none.")] = 4,
+    shadow: Annotated[
+        int | None,
+        typer.Option("--shadow", help="Shadow pipelines (offline: default 4, 0: no LiRA; online: 64)."),
+    ] = None,
     transfer_set: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--transfer-set",
-            help="The students' inputs: public (the other half of the train split, labels unused) or noise.",
+            help="The students' inputs: public (disjoint from the private data, labels unused) or noise; "
+            "online: a comma-separated list of public, private (the teacher's inputs), noise (default all).",
         ),
-    ] = "public",
+    ] = None,
+    lira: Annotated[
+        str,
+        typer.Option(
+            "--lira",
+            help="offline: the private-half study (offline LiRA); online: shadow pipelines on a pool, every "
+            "pipeline in turn the target, online and offline LiRA, canaries and DP-SGD teachers.",
+        ),
+    ] = "offline",
+    pool: Annotated[
+        int | None, typer.Option("--pool", help="Online: clean pool examples (default 2000; digits 1000).")
+    ] = None,
+    public: Annotated[
+        int | None, typer.Option("--public", help="Online: public examples (default 1000; digits 400).")
+    ] = None,
+    canary_fraction: Annotated[
+        float, typer.Option("--canary-fraction", help="Online: relabelled canaries, as a share of the pool.")
+    ] = 0.01,
+    dp_epsilon: Annotated[
+        str, typer.Option("--dp-epsilon", help="Online: DP-SGD teachers' epsilons (delta 1e-5); '' for none.")
+    ] = "1,8",
+    dp_T: Annotated[
+        str | None, typer.Option("--dp-T", help="Online: the DP teachers' students' T (default --T).")
+    ] = None,
+    dp_epochs: Annotated[int, typer.Option("--dp-epochs", help="Online: DP-SGD epochs.")] = 30,
     control: Annotated[
         bool,
         typer.Option(
@@ -759,7 +787,18 @@ def privacy_cmd(
     quiet: Quiet = False,
 ) -> None:
     """Membership inference on a teacher trained on private data and on students distilled without it."""
+    if lira == "online":
+        _privacy_online(
+            dataset, T, shadow, transfer_set, pool, public, canary_fraction, dp_epsilon, dp_T, dp_epochs,
+            control or control_only, epochs, seed, runs_dir, results_dir, data_dir, device, quiet,
+        )  # fmt: skip
+        return
+    if lira != "offline":
+        _call(_bad_option, f"--lira must be offline or online, got {lira!r}")
     from .studies.privacy import run_privacy
+
+    shadow = 4 if shadow is None else shadow
+    transfer_set = transfer_set or "public"
 
     def run():
         return run_privacy(
@@ -795,6 +834,50 @@ def privacy_cmd(
     out.print(
         f"privacy on {dataset}: {len(report.models)} models attacked in {report.seconds:.0f} s -> "
         f"{results_dir / 'privacy.csv'}, {report.figure}",
+        highlight=False,
+    )
+
+
+def _bad_option(message: str) -> None:
+    raise DefdistillError(message)
+
+
+def _privacy_online(
+    dataset: str, T: str, shadow: int | None, transfer_set: str | None, pool: int | None, public: int | None,
+    canary_fraction: float, dp_epsilon: str, dp_T: str | None, dp_epochs: int, control: bool,
+    epochs: int | None, seed: int, runs_dir: Path, results_dir: Path, data_dir: Path, device: str,
+    quiet: bool,
+) -> None:  # fmt: skip
+    """`privacy --lira online`: parse, run, print the headline rows."""
+    from .studies.privacy_online import TRANSFER_SETS, make_config, run_privacy_online
+
+    def run():
+        config = make_config(
+            dataset, pool=pool, public=public, canary_fraction=canary_fraction,
+            shadows=64 if shadow is None else shadow, temperatures=_float_list(T, "--T"),
+            transfer_sets=[t.strip() for t in transfer_set.split(",")] if transfer_set else TRANSFER_SETS,
+            dp_epsilons=_float_list(dp_epsilon, "--dp-epsilon"),
+            dp_temperatures=_float_list(dp_T, "--dp-T") if dp_T else None,
+            epochs=50 if epochs is None else epochs, dp_epochs=dp_epochs, seed=seed,
+        )  # fmt: skip
+        return run_privacy_online(
+            config, runs_dir=runs_dir, results_dir=results_dir, data_dir=data_dir, device=device,
+            progress=_reporter(quiet),
+        )  # fmt: skip
+
+    report = _call(run)
+    for row in (r for r in report.rows if r["attack"] == "lira-online"):
+        out.print(
+            f"{row['model']}: online LiRA AUC {row['auc']:.3f}, TPR@0.1%FPR {row['tpr_at_0_1pct_fpr']:.4f} "
+            f"[{row['tpr_at_0_1pct_fpr_lo']:.4f}, {row['tpr_at_0_1pct_fpr_hi']:.4f}], "
+            f"test accuracy {row['test_acc']:.4f}",
+            highlight=False,
+        )
+    per = f", {report.seconds_per_pipeline:.1f} s per pipeline" if report.seconds_per_pipeline else ""
+    out.print(
+        f"privacy (online LiRA) on {dataset}: {report.config.shadows} pipelines ({report.trained} trained now"
+        f"{per}) in {report.seconds:.0f} s -> {results_dir / 'privacy.csv'}, "
+        + ", ".join(str(f) for f in report.figures),
         highlight=False,
     )
 

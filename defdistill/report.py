@@ -411,18 +411,20 @@ def _versus(values: pd.Series, reference: float, fmt: str = ".3f") -> str:
 def privacy_summary(rows: pd.DataFrame, other_seeds: int = 0) -> str:
     """Students against the teacher, in words, from one dataset's privacy rows.
 
-    LiRA when recorded (the calibrated attack Carlini et al. 2022 recommend), else the loss
+    Online LiRA when recorded, then offline LiRA (the calibrated attack Carlini et al. 2022
+    recommend), else the loss
     attack. The null spread is the Mann-Whitney U's: sd(AUC) = sqrt((m + n + 1) / (12 m n)) for
     m members and n non-members scored at random.
     """
-    attack = "lira" if (rows["attack"] == "lira").any() else "loss"
+    recorded = set(rows["attack"])
+    attack = next((a for a in ("lira-online", "lira", "loss") if a in recorded), "loss")
     chosen = rows[rows["attack"] == attack]
     teachers = chosen[chosen["role"] == "teacher"]
     students = chosen[chosen["role"] == "student"]
     if teachers.empty or students.empty:
         return f"No teacher and student pair recorded under the {attack} attack to compare."
     teacher = teachers.iloc[0]
-    name = "LiRA" if attack == "lira" else "the loss attack"
+    name = {"lira-online": "online LiRA", "lira": "LiRA"}.get(attack, "the loss attack")
     text = [
         f"Under {name} the teacher reaches AUC {teacher['auc']:.3f} and TPR {teacher['tpr_at_1pct_fpr']:.3f} "
         f"at 1% FPR, with test accuracy {teacher['test_acc']:.3f}."

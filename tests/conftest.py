@@ -9,6 +9,7 @@ writes its own results into its own temporary folder.
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,13 @@ import pytest
 from typer.testing import CliRunner, Result
 
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+# A shell without job control starts background commands with SIGINT ignored, and an ignored
+# signal stays ignored in every child: the interrupt tests would then test nothing. A handler
+# (unlike SIG_IGN) is reset to the default at exec, so the CLI processes they start get
+# Python's KeyboardInterrupt again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 FIXTURE_EPOCHS = 15
 _runner = CliRunner()

@@ -92,12 +92,12 @@ class Softmax(nn.Module):
 
 
 class Noisy(nn.Module):
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: nn.Module, sigma: float = 0.05) -> None:
         super().__init__()
-        self.net = net
+        self.net, self.sigma = net, sigma
 
     def forward(self, x):
-        return self.net(x + 0.05 * torch.randn_like(x))
+        return self.net(x + self.sigma * torch.randn_like(x))
 
 
 # --- preflight ------------------------------------------------------------------------------
@@ -185,6 +185,23 @@ def test_randomised_model_is_judged_by_its_mean_softmax_with_eot(plain_net, digi
     assert result.randomized
     assert {c["name"]: c["passed"] for c in result.checks}["deterministic"] is False
     assert result.robust_accuracy["0.1"] <= result.naive_robust_accuracy["0.1"]
+
+
+def test_a_randomised_model_is_judged_on_the_same_draws_for_clean_and_adversarial_inputs(plain_net, digits):
+    from defdistill.studies.audit import AuditBudgets, _broken, _Context, _predict, _views
+
+    x, y, _, _ = digits
+    budgets = AuditBudgets.fast()
+    views = _views(Noisy(plain_net, 0.3), False, True, budgets.eot_samples, budgets.judge_draws, seed=0)
+    ctx = _Context(views, None, budgets.settings("linf"), budgets, "linf", 0, torch.device("cpu"))
+    state = torch.get_rng_state()
+    clean = _predict(views.judge, x, budgets.batch_size).argmax(1) == y
+    assert torch.equal(clean, _predict(views.judge, x, budgets.batch_size).argmax(1) == y)
+    assert torch.equal(state, torch.get_rng_state())  # the judge's draws leave the caller's RNG alone
+    # an "attack" that returns the clean inputs breaks none of them: no break is decision noise
+    assert not bool(_broken(ctx, x.clone(), x, y, clean, 0.1).any())
+    fresh = _predict(views.decision, x, budgets.batch_size)  # the attacks' EOT draws stay fresh
+    assert not torch.equal(fresh, _predict(views.decision, x, budgets.batch_size))
 
 
 # --- the verdict, from flags -----------------------------------------------------------------
@@ -303,3 +320,18 @@ def test_audit_command_bad_factory_is_one_clear_line(target, fragments, tmp_path
     monkeypatch.chdir(tmp_path)
     result = invoke("audit", target, "--n", "40", "--budget", "fast", "--results-dir", Path(tmp_path) / "r")
     assert_one_line_error(result, *fragments)
+
+
+def test_audit_model_audits_a_run_by_name_and_refuses_weights_for_it(tmp_path):
+    from defdistill.errors import DefdistillError
+    from defdistill.studies.audit import AuditBudgets, audit_model
+    from defdistill.train.loop import train_teacher
+
+    runs = tmp_path / "runs"
+    train_teacher(T=1, epochs=1, runs_dir=runs, device="cpu")
+    fast = {"n": 30, "eps": [0.1], "attacks": ["square"], "budgets": AuditBudgets.fast(), "device": "cpu"}
+    result, folder = audit_model("teacher-T1", runs_dir=runs, results_dir=tmp_path / "r", **fast)
+    assert result.model == "teacher-T1" and folder == tmp_path / "r" / "audit" / "teacher-T1"
+    assert json.loads((folder / "audit.json").read_text())["verdict"] == result.verdict
+    with pytest.raises(DefdistillError, match="--weights goes with a factory"):
+        audit_model("teacher-T1", weights=tmp_path / "w.safetensors", runs_dir=runs, **fast)

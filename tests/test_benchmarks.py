@@ -58,6 +58,8 @@ def test_harness_on_minimal_sizes_writes_the_documented_json_and_markdown(bench,
         cw_steps=2, cw_binary_search_steps=1, cw_curve_steps=(2,), cw_curve_search_steps=(1,),
         cw_curve_stepsizes=(0.05,),  # only from 100 steps on: no point here
         throughput_images=8, train_images=64, threads_row=True, torchattacks_pairs=1, images_only_row=True,
+        n_reference=4, reference_pairs=1, autoattack_pairs=1, apgd_steps=2, square_queries=5, hsj_steps=1,
+        hsj_initial_evals=5, hsj_max_evals=10, hsj_pairs=1, audit_budget="fast",
     )  # fmt: skip
     rows, points = bench.run_benchmarks(tiny, log=lambda line: None)
     json_path, md_path = bench.write_results(
@@ -77,6 +79,7 @@ def test_harness_on_minimal_sizes_writes_the_documented_json_and_markdown(bench,
     required = {
         "train_epoch_vs_plain_loop", "distill_epoch_vs_plain_loop", "fgsm_vs_raw_foolbox",
         "pgd_vs_raw_foolbox", "cw_vs_raw_foolbox", "pgd_vs_torchattacks", "adv_epoch_vs_plain_epoch",
+        "adv_epoch_vs_plain_pgd_at_loop", "hsj_vs_foolbox",
     }  # fmt: skip
     assert required <= names
     assert all(r["ratio"] is not None for r in written if r["name"] in required - {"pgd_vs_torchattacks"})
@@ -85,6 +88,14 @@ def test_harness_on_minimal_sizes_writes_the_documented_json_and_markdown(bench,
     assert "cw_curve_steps2_search1_stepsize0.02" in names  # the curve at the default step size
     assert [(p["steps"], p["binary_search_steps"]) for p in points] == [(2, 1)]
     assert all("DIFFERENT" not in r["note"] for r in written)  # our attacks found what Foolbox found
+    if "skipped" not in next(r["note"] for r in written if r["name"] == "pgd_vs_torchattacks"):
+        references = {f"{a}_{norm}_vs_torchattacks" for a in ("apgd-ce", "apgd-dlr", "apgd-t", "square")
+                      for norm in ("linf", "l2")}  # fmt: skip
+        references |= {"autoattack_vs_torchattacks_autoattack", "audit_vs_torchattacks_autoattack"}
+        assert references <= names
+        for r in written:
+            if r["name"] in references:  # a time is never reported without both robust accuracies
+                assert r["ratio"] is not None and "robust accuracy" in r["note"], r
 
     text = md_path.read_text()
     assert text.startswith("# Benchmarks") and "| train_epoch_vs_plain_loop |" in text

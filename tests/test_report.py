@@ -244,6 +244,15 @@ def test_minimal_attack_enters_each_budget_from_its_per_input_distances(tmp_path
 
 def test_diagnosis_section_counts_the_checks_each_model_passes_and_states_its_verdict(tmp_path: Path) -> None:
     fill_results(tmp_path)
+    # The verdict is derived from the attack records: APGD-DLR breaks what FGSM and PGD leave
+    # standing on student-T100, so the report must call it masked, and teacher-T1 not masked.
+    base = {"dataset": "digits", "model": "student-T100", "role": "student", "T": 100.0, "n": 100,
+            "clean_acc": 0.98, "median_dist": 0.1, "seconds": 1.0,
+            "attack": "apgd-dlr", "norm": "linf"}  # fmt: skip
+    record_rows(tmp_path, "robustness", [
+        base | {"eps": eps, "success_rate": 1.0, "robust_acc": 0.0, "per_input": _per_input(1.0, eps)}
+        for eps in (0.1, 0.3)
+    ])  # fmt: skip
     rows = []
     for model, failed in (("teacher-T1", ()), ("student-T100", ("gradient_zero", "margin_vs_cross_entropy"))):
         for check in ("gradient_zero", "softmax_saturated", "margin_vs_cross_entropy"):

@@ -133,7 +133,13 @@ def test_rkd_losses_match_a_loop_over_pairs_and_triplets():
 @pytest.mark.parametrize("method", ["soft", "hinton", "fitnets", "at", "rkd", "sp"])
 def test_each_method_trains_a_digits_student(method, runs_copy, tmp_path):
     result = distill(
-        T=100, method=method, epochs=10, runs_dir=runs_copy, results_dir=tmp_path / "results", device="cpu"
+        T=100,
+        method=method,
+        epochs=10,
+        runs_dir=runs_copy,
+        results_dir=tmp_path / "results",
+        device="cpu",
+        force=True,  # soft and hinton train over the copied student-T100
     )
     meta = result.meta
     expected_name = "student-T100" if method in ("soft", "hinton") else f"student-T100-{method}"

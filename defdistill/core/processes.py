@@ -62,6 +62,31 @@ def die_with_parent(parent: int | None = None) -> None:
         threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="parent-watch").start()
 
 
+def child_main(connection: Any, parent: int, payload: bytes) -> None:
+    """The whole life of a child process that runs `fn(*args)` from `payload` (pickled by
+    `child_payload`): die with `parent`, turn SIGINT and SIGTERM into an interrupt, and only then
+    unpickle the call (which imports torch, seconds on a busy machine, during which the child
+    must already die with its parent), run it and send its result back on `connection`."""
+    import pickle
+
+    die_with_parent(parent)
+    interrupt_on_signals()
+    try:
+        fn, args = pickle.loads(payload)
+        connection.send(fn(*args))
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    finally:
+        connection.close()
+
+
+def child_payload(fn: Any, *args: Any) -> bytes:
+    """`fn` and `args` pickled for `child_main` (unpickled in the child only after it is armed)."""
+    import pickle
+
+    return pickle.dumps((fn, args))
+
+
 def stop_processes(processes: Iterable[BaseProcess], grace: float = STOP_GRACE_S) -> None:
     """SIGTERM every process still alive, wait up to `grace` seconds for all, SIGKILL the rest."""
     alive = [p for p in processes if p.is_alive()]

@@ -58,9 +58,10 @@ OFFICIAL_IDX_MD5 = {
 OFFICIAL_IDX_COUNT = {"train": 60_000, "t10k": 10_000}
 
 
-# The most items an IDX file may hold (MNIST's training split has 60,000): a header promising
-# more is refused before its body is read, so a forged one cannot make the reader allocate it.
-MAX_IDX_ITEMS = 1_000_000
+# The most items an IDX file may hold (MNIST and Fashion-MNIST have 60,000 training images): a header
+# promising more is refused before its body is read, so a forged one cannot make the reader allocate
+# more than about 80 MB (28 x 28 bytes an item).
+MAX_IDX_ITEMS = 100_000
 # Deflate compresses at most about 1032:1, so a .gz file that promises more bytes than that
 # times its own size cannot hold them (truncated, or lying about its size).
 MAX_DEFLATE_RATIO = 1032

@@ -37,7 +37,7 @@ from ..core.fileio import ensure_writable_dir
 from ..core.progress import SILENT, ProgressReporter
 from ..data.registry import get_dataset_spec, load_dataset
 from ..store.runs import run_identity
-from ..store.tables import PER_INPUT, ROBUSTNESS_COLUMNS, read_records, rebuild_tables, record_rows
+from ..store.tables import PER_INPUT, ROBUSTNESS_COLUMNS, read_records, record_rows
 from .attacks import (
     ATTACKS,
     DEFAULT_EPS,
@@ -440,9 +440,13 @@ def recalibrate_diagnostics(
     if diagnostics.empty:
         return []
     robustness = read_records(results_dir, "robustness", per_input=True)
+    weights = diagnostics.get("weights_sha256", pd.Series(None, index=diagnostics.index))
+    diagnostics = diagnostics.assign(network=weights.map(lambda w: w if isinstance(w, str) else ""))
+    measured = robustness.get("weights_sha256", pd.Series(None, index=robustness.index))
     changed, rows = [], []
-    for (dataset, model), group in diagnostics.groupby(["dataset", "model"], sort=False):
-        records = robustness[(robustness["dataset"] == dataset) & (robustness["model"] == model)]
+    for (dataset, model, network), group in diagnostics.groupby(["dataset", "model", "network"], sort=False):
+        same = measured.isna() if not network else measured == network  # the same weights' attacks
+        records = robustness[(robustness["dataset"] == dataset) & (robustness["model"] == model) & same]
         if records.empty:
             continue
         checks = [
@@ -457,18 +461,12 @@ def recalibrate_diagnostics(
             continue
         row = found.check()
         rows.append({"dataset": dataset, "model": model, "check": row.name, "value": row.value,
-                     "passed": row.passed, "detail": row.detail})  # fmt: skip
+                     "passed": row.passed, "detail": row.detail,
+                     **({"weights_sha256": network} if network else {})})  # fmt: skip
         changed.append((str(dataset), str(model), old, found.line))
     if rows:
         record_rows(results_dir, "diagnostics", rows)
     return changed
-
-
-def rebuild_tables_with_verdicts(results_dir: str | Path) -> dict[str, pd.DataFrame]:
-    """`defdistill tables`: bring every diagnosed model's verdict up to date with its recorded
-    attacks (`recalibrate_diagnostics`), then rebuild every table from its records."""
-    recalibrate_diagnostics(results_dir)
-    return rebuild_tables(results_dir)
 
 
 # --- measuring the figures ---------------------------------------------------------------

@@ -80,13 +80,15 @@ def is_randomized(first: Tensor, second: Tensor) -> bool:
     return not torch.equal(first.detach(), second.detach())
 
 
-def randomized_finding(randomized: bool, draws: int) -> Finding:
+def randomized_finding(randomized: bool, draws: int, judge_draws: int | None = None) -> Finding:
     if randomized:
+        judged = judge_draws or draws
         return Finding(
             "deterministic",
             False,
             f"two identical calls differ: the model is randomised; gradient attacks use expectation "
-            f"over transformation ({draws} draws) and its decision is the mean softmax over {draws} draws",
+            f"over transformation ({draws} draws) and its decision is the mean softmax over {judged} "
+            "draws, the same draws for the clean input and every adversarial example",
         )
     return Finding("deterministic", True, "two identical calls give identical outputs")
 
@@ -163,20 +165,33 @@ class Expectation(nn.Module):
 
     Its gradient is the gradient of the expected probabilities (expectation over
     transformation, Athalye et al. 2018), and its argmax is the decision read from the mean
-    softmax; AutoAttack's `rand` version averages 20 draws.
+    softmax; AutoAttack's `rand` version averages 20 draws. With `seed`, every call makes the
+    same draws (common random numbers: the global generator is seeded inside a forked RNG
+    state, which is left as it was), so equal inputs get equal decisions and two inputs are
+    compared under the same randomness: the judge of a randomised model.
     """
 
-    def __init__(self, model: nn.Module, draws: int) -> None:
+    def __init__(self, model: nn.Module, draws: int, seed: int | None = None) -> None:
         super().__init__()
         if draws < 1:
             raise ValueError(f"draws must be >= 1, got {draws}")
-        self.model, self.draws = model, draws
+        self.model, self.draws, self.seed = model, draws, seed
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _mean_softmax(self, x: Tensor) -> Tensor:
         total = F.softmax(self.model(x), dim=1)
         for _ in range(self.draws - 1):
             total = total + F.softmax(self.model(x), dim=1)
-        return (total / self.draws).clamp_min(TINY).log()
+        return total / self.draws
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.seed is None:
+            probs = self._mean_softmax(x)
+        else:
+            devices = [x.device.index or 0] if x.is_cuda else []
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(self.seed)
+                probs = self._mean_softmax(x)
+        return probs.clamp_min(TINY).log()
 
 
 class _CleanGradient(torch.autograd.Function):

@@ -43,7 +43,9 @@ def check_format(fmt: str) -> str:
 def display_columns(name: str, frame: pd.DataFrame) -> list[str]:
     """The columns of table `name` worth a terminal's width: its scanned columns (all of an
     unknown table's), with `dataset` first when the rows span more than one dataset."""
-    columns = [c for c in DISPLAY_COLUMNS.get(name, frame.columns) if c in frame.columns]
+    columns = [
+        c for c in DISPLAY_COLUMNS.get(name, frame.columns) if c in frame.columns and c != "weights_sha256"
+    ]  # the weights' hash binds a record to its run; a reader scans names and numbers
     if "dataset" in frame.columns and frame["dataset"].nunique() > 1 and "dataset" not in columns:
         columns.insert(0, "dataset")
     return columns or list(frame.columns)

@@ -440,6 +440,7 @@ def build_tables(results_dir: str | Path, runs_dir: str | Path | None = None) ->
             frame = read_records(results_dir, table, runs_dir=runs_dir, stale=build.stale)
             if frame.empty and not (results_dir / RECORDS_DIR / table).is_dir():
                 continue
+            frame = frame.drop(columns=[WEIGHTS], errors="ignore")  # in the records, not the tables
             write_table(results_dir, table, frame, TITLES[table])
             build.frames[table] = frame
     return build

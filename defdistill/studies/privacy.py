@@ -63,8 +63,16 @@ STUDY = "privacy"
 # Each model x attack ROC is kept beside its record in records/privacy, so the figure can be
 # redrawn (and other plots made) without retraining.
 ROC_RECORDS = PRIVACY_ROC_RECORDS
-ROC_PANELS = ("lira", "loss")  # the calibrated attack, and the simplest baseline beside it
+# The calibrated attacks (online LiRA of studies/privacy_online, offline LiRA of this study), and
+# the simplest baseline beside them; a figure shows those of its records.
+ROC_PANELS = ("lira-online", "lira-offline", "lira", "loss")
 ROC_FLOOR = 1e-3  # the log axes' lower end: TPR at 0.1% FPR is the lowest rate the table reports
+PANEL_TITLES = {
+    "lira-online": "online LiRA",
+    "lira-offline": "offline LiRA",
+    "lira": "offline LiRA",
+    "loss": "loss threshold",
+}
 
 
 # --- metrics ------------------------------------------------------------------------------
@@ -699,6 +707,7 @@ def _attack_and_save(
             "dataset": dataset, "model": t.name, "role": t.role, "T": t.T, "attack": attack,
             **metrics_from_roc(roc), "test_acc": test_acc, "transfer_set": t.transfer_set,
             "shadows": study.shadows, "seed": study.seed, "epochs": s.recipe.epochs,
+            "lira": "offline" if attack == "lira" else None, "dp_epsilon": None,
         }
         for attack, roc in rocs.items()
     ]  # fmt: skip
@@ -766,7 +775,18 @@ def roc_record_path(results_dir: str | Path, row: dict[str, Any]) -> Path:
 
 def save_roc_record(results_dir: str | Path, row: dict[str, Any], roc: Roc) -> Path:
     """Store one model x attack ROC beside its privacy record (atomic, compact JSON)."""
-    keep = ("dataset", "model", "role", "T", "attack", "transfer_set", "shadows", "seed")
+    keep = (
+        "dataset",
+        "model",
+        "role",
+        "T",
+        "attack",
+        "transfer_set",
+        "shadows",
+        "seed",
+        "lira",
+        "dp_epsilon",
+    )
     record = {k: row[k] for k in keep if k in row} | roc_to_json(roc)
     path = roc_record_path(results_dir, row)
     atomic_write_text(path, json.dumps(record, separators=(",", ":")) + "\n")
@@ -804,7 +824,8 @@ def plot_privacy_rocs(records: Sequence[dict[str, Any]], path: str | Path) -> Pa
     """Log-log ROC, one panel per attack in ROC_PANELS, one curve per model (Carlini et al. 2022, Fig. 1).
 
     FPR and TPR below the axes' floor (0 included) are drawn on the floor, so the curve's
-    left end shows the TPR at the smallest FPR the attack reached.
+    left end shows the TPR at the smallest FPR the attack reached. The floor is 1e-3, or 1e-4 when
+    every curve rests on at least 10,000 non-members (the online study pools its targets).
     """
     from matplotlib import colormaps
     from matplotlib.figure import Figure  # no pyplot: no global backend, nothing shown
@@ -814,43 +835,49 @@ def plot_privacy_rocs(records: Sequence[dict[str, Any]], path: str | Path) -> Pa
         raise DefdistillError(
             f"no stored {' or '.join(ROC_PANELS)} ROC to plot for {path}: run defdistill privacy first"
         )
-    students = sorted({float(r["T"]) for r in records if r.get("role") == "student"}) or [1.0]
+    floor = ROC_FLOOR if min(r["roc"].n_nonmembers for r in records) < 10_000 else ROC_FLOOR / 10
+    students = sorted({float(r["T"]) for r in records if "student" in str(r.get("role"))}) or [1.0]
     logs = np.log(students)
     span = (logs.max() - logs.min()) or 1.0
-    cmap = colormaps["viridis"]
-    fig = Figure(figsize=(5.2 * len(attacks), 4.6), layout="constrained")
+    dashes = {"public": "-", "private": "--", "noise": ":"}
+    maps = {"student": colormaps["viridis"], "dp-student": colormaps["autumn"]}
+    fig = Figure(figsize=(5.6 * len(attacks), 5.0), layout="constrained")
     axes = fig.subplots(1, len(attacks), squeeze=False)[0]
     for ax, attack in zip(axes, attacks, strict=True):
         for record in (r for r in records if r["attack"] == attack):
             roc: Roc = record["roc"]
-            if record.get("role") == "teacher":
-                style = {"color": "black", "lw": 1.8}
-            elif record.get("role") == CONTROL_ROLE:
+            role = record.get("role")
+            if role == "teacher":
+                style: dict[str, Any] = {"color": "black", "lw": 1.8}
+            elif role == CONTROL_ROLE:
                 style = {"color": "tab:red", "lw": 1.2, "ls": "-."}
+            elif role == "dp-teacher":
+                style = {"color": "tab:green", "lw": 1.6, "ls": (0, (5, 1, 1, 1))}
             else:
                 shade = 0.85 * (math.log(float(record["T"])) - logs.min()) / span
-                dashed = record.get("transfer_set", "public") != "public"
-                style = {"color": cmap(shade), "lw": 1.2, "ls": "--" if dashed else "-"}
-            label = f"{record['model']} (AUC {roc_auc(roc):.3f}, TPR@1% {tpr_at_fpr(roc, 0.01):.3f})"
-            ax.plot(np.maximum(roc.fpr, ROC_FLOOR), np.maximum(roc.tpr, ROC_FLOOR), label=label, **style)
-        ax.plot([ROC_FLOOR, 1], [ROC_FLOOR, 1], ls=":", color="grey", lw=1.0, label="chance")
+                cmap = maps.get(str(role), maps["student"])
+                line = dashes.get(str(record.get("transfer_set")), "-")
+                style = {"color": cmap(shade), "lw": 1.1, "ls": line}
+            label = f"{record['model']} (AUC {roc_auc(roc):.3f}, TPR@0.1% {tpr_at_fpr(roc, 0.001):.4f})"
+            ax.plot(np.maximum(roc.fpr, floor), np.maximum(roc.tpr, floor), label=label, **style)
+        ax.plot([floor, 1], [floor, 1], ls=":", color="grey", lw=1.0, label="chance")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlim(ROC_FLOOR, 1)
-        ax.set_ylim(ROC_FLOOR, 1)
+        ax.set_xlim(floor, 1)
+        ax.set_ylim(floor, 1)
         ax.set_xlabel("false positive rate")
         ax.set_ylabel("true positive rate")
         ax.grid(alpha=0.3, which="major")
         shadows = {r.get("shadows") for r in records if r["attack"] == attack} - {None}
-        title = {"lira": "offline LiRA", "loss": "loss threshold"}.get(attack, attack)
-        if attack == "lira" and len(shadows) == 1:
+        title = PANEL_TITLES.get(attack, attack)
+        if attack.startswith("lira") and len(shadows) == 1:
             title += f" ({shadows.pop()} shadow pipelines)"
         ax.set_title(title, fontsize=10)
-        ax.legend(fontsize=6.5, loc="lower right")
+        ax.legend(fontsize=5.5 if len(records) > 40 else 6.5, loc="lower right")
     first = records[0]
     fig.suptitle(
         f"Membership inference on {first['dataset']}: {first['roc'].n_members} private members vs "
-        f"{first['roc'].n_nonmembers} test non-members",
+        f"{first['roc'].n_nonmembers} non-members",
         fontsize=10,
     )
     buffer = io.BytesIO()

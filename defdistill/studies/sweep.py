@@ -489,22 +489,6 @@ def run_configuration(config: SweepConfig, *, progress: ProgressReporter = SILEN
 # --- executors ----------------------------------------------------------------------------------
 
 
-def _config_worker(connection: Any, config: SweepConfig, parent: int) -> None:
-    """A child process's whole life: die with the parent, turn SIGINT and SIGTERM into an
-    interrupt (which unwinds the configuration, temporary files and all), run the configuration
-    and send its outcome back."""
-    from ..core.processes import die_with_parent, interrupt_on_signals
-
-    die_with_parent(parent)
-    interrupt_on_signals()
-    try:
-        connection.send(run_configuration(config))
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None
-    finally:
-        connection.close()
-
-
 def _run_local(
     configs: list[SweepConfig], max_parallel: int, progress: ProgressReporter
 ) -> list[ConfigOutcome]:
@@ -517,7 +501,7 @@ def _run_local(
     import os
     from multiprocessing.connection import wait
 
-    from ..core.processes import stop_processes
+    from ..core.processes import child_main, child_payload, stop_processes
 
     outcomes: list[ConfigOutcome] = []
     with progress.task("sweep", len(configs)) as advance:
@@ -535,8 +519,9 @@ def _run_local(
                 while waiting and len(running) < max_parallel:
                     config = waiting.pop(0)
                     receive, send = context.Pipe(duplex=False)
+                    payload = child_payload(run_configuration, config)
                     process = context.Process(
-                        target=_config_worker, args=(send, config, os.getpid()), name=f"sweep-{config.id}"
+                        target=child_main, args=(send, os.getpid(), payload), name=f"sweep-{config.id}"
                     )
                     process.start()
                     send.close()

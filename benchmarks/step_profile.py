@@ -1,7 +1,7 @@
 """Where the time goes: `defdistill demo` and the full evaluation of one MNIST model, step by step,
 each step beside its lower bound.
 
-    python benchmarks/profile.py [--quick] [--results-dir results] [--skip-mnist] [--mnist-n 100]
+    python benchmarks/step_profile.py [--quick] [--results-dir results] [--skip-mnist] [--mnist-n 100]
                                  [--data-dir ../shared/datasets] [--baseline REV] [--pairs 2]
 
 Writes results/profile.{json,md}. Every step (training each model, each attack, the diagnosis's
@@ -43,10 +43,6 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-# This file's folder comes first on the path when it runs as a script, where its name would
-# shadow the standard library's `profile` (which torch imports through cProfile).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
@@ -158,6 +154,7 @@ def counting_passes(
 @contextlib.contextmanager
 def patched(targets: Sequence[tuple[Any, str, Callable[[Callable], Callable]]]) -> Iterator[None]:
     """Replace module attributes by wrappers of themselves for the block."""
+    targets = [t for t in targets if hasattr(t[0], t[1])]  # a function a module no longer imports
     saved = [(module, name, getattr(module, name)) for module, name, _ in targets]
     for module, name, wrap in targets:
         setattr(module, name, wrap(getattr(module, name)))
@@ -549,7 +546,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "# Profile",
         "",
         "Where the time of `defdistill demo` and of one MNIST model's full evaluation goes "
-        "(benchmarks/profile.py). Each step's seconds exclude the steps nested in it; the lower bound is "
+        "(benchmarks/step_profile.py). Each step's seconds exclude the steps nested in it; the lower bound "
+        "is "
         "the same forward and forward-backward passes (counted on the model, by batch size) in a plain "
         "loop, or the same epochs of a plain training loop, at costs measured in the same run (CPU "
         "seconds, one torch thread). The unit: one plain-loop digits epoch, "
