@@ -78,7 +78,7 @@ def test_attack_and_tables_commands_write_and_rebuild_the_tables(trained_runs, t
     assert result.exit_code == 0, result.output
     assert "student-T100: 2 rows" in result.output
     (results / "robustness.csv").unlink()
-    result = invoke("tables", "--results-dir", results)
+    result = invoke("tables", "--results-dir", results, "--runs-dir", trained_runs.runs_dir)
     assert result.exit_code == 0, result.output
     assert len(pd.read_csv(results / "robustness.csv")) == 2
     assert result.stdout.strip().splitlines() == [
