@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -174,3 +175,26 @@ def test_online_options_are_checked_before_training(tmp_path):
     assert not (tmp_path / "r").exists()
     with pytest.raises(DefdistillError, match="--dp-epsilon"):
         make_config("digits", dp_epsilons=(0.0,))
+
+
+def test_readme_privacy_answer_quotes_the_committed_mnist_rows():
+    """README's privacy sentence states figures of results/privacy.csv: each must be the table's."""
+    repo = Path(__file__).resolve().parents[1]
+    rows = pd.read_csv(repo / "results" / "privacy.csv")
+    online = rows[(rows["dataset"] == "mnist") & (rows["attack"] == "lira-online")].set_index("model")
+    text = " ".join((repo / "README.md").read_text(encoding="utf-8").split())
+    tpr = online["tpr_at_0_1pct_fpr"]
+    quoted = {
+        "pool-teacher": f"{tpr['pool-teacher'] * 100:.1f}%",
+        "pool-student-public-T100": f"{tpr['pool-student-public-T100'] * 100:.1f}%",
+        "pool-dp8-teacher": f"{tpr['pool-dp8-teacher'] * 100:.2f}%",
+        "pool-control": f"{tpr['pool-control'] * 100:.2f}%",
+    }
+    for model, figure in quoted.items():
+        assert figure in text, (model, figure)
+    accuracies = ", ".join(
+        f"{online.loc[m, 'test_acc']:.3f}"
+        for m in ("pool-teacher", "pool-student-public-T100", "pool-dp8-teacher")
+    )
+    assert f"test accuracies of {accuracies.rsplit(', ', 1)[0]} and {accuracies.rsplit(', ', 1)[1]}" in text
+    assert int(online["shadows"].iloc[0]) == 64 and "64 shadow pipelines" in text
