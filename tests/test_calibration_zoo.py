@@ -22,20 +22,10 @@ ZOO_NAMES = (
 )  # fmt: skip
 
 
-# the audit judges a randomised model by the mean softmax of its few EOT draws, drawn afresh for
-# every attack, so the per-input worst case counts the decision's own noise as breaks
-NOISY_DECISION = pytest.mark.xfail(
-    reason="audit: a randomised model's decision is redrawn per attack (0.47 vs the EOT reference 0.65)",
-    strict=False,
-)
-
-
-def _cases(check_accuracy: bool) -> list:
+def _cases() -> list:
     cases = []
     for name in ZOO_NAMES:
         marks = [] if name in FAST else [pytest.mark.slow]
-        if check_accuracy and name == "noisy":
-            marks.append(NOISY_DECISION)
         cases.append(pytest.param(name, marks=marks, id=name))
     return cases
 
@@ -98,7 +88,7 @@ def test_a_noisy_model_decides_the_same_way_on_the_same_inputs(zoo: cal.Zoo) -> 
     assert torch.equal(cal.predict(entry, x), cal.predict(entry, x))
 
 
-@pytest.mark.parametrize("name", _cases(check_accuracy=False))
+@pytest.mark.parametrize("name", _cases())
 def test_audit_verdict_matches_the_zoo_truth(zoo: cal.Zoo, audited: dict, name: str) -> None:
     entry = zoo.models[name]
     result, _ = _audit(zoo, audited, name)
@@ -111,7 +101,7 @@ def test_audit_verdict_matches_the_zoo_truth(zoo: cal.Zoo, audited: dict, name: 
     )
 
 
-@pytest.mark.parametrize("name", _cases(check_accuracy=True))
+@pytest.mark.parametrize("name", _cases())
 def test_audited_robust_accuracy_is_within_5_points_of_the_trick_aware_reference(
     zoo: cal.Zoo, audited: dict, name: str
 ) -> None:
