@@ -27,7 +27,7 @@ ZOO_NAMES = (
 NOT_MASKED_AT_N = {"noisy"}
 
 
-def _cases(check_accuracy: bool) -> list:
+def _cases() -> list:
     cases = []
     for name in ZOO_NAMES:
         marks = [] if name in FAST else [pytest.mark.slow]
@@ -93,7 +93,7 @@ def test_a_noisy_model_decides_the_same_way_on_the_same_inputs(zoo: cal.Zoo) -> 
     assert torch.equal(cal.predict(entry, x), cal.predict(entry, x))
 
 
-@pytest.mark.parametrize("name", _cases(check_accuracy=False))
+@pytest.mark.parametrize("name", _cases())
 def test_audit_verdict_matches_the_zoo_truth(zoo: cal.Zoo, audited: dict, name: str) -> None:
     entry = zoo.models[name]
     result, _ = _audit(zoo, audited, name)
@@ -107,7 +107,7 @@ def test_audit_verdict_matches_the_zoo_truth(zoo: cal.Zoo, audited: dict, name: 
     )
 
 
-@pytest.mark.parametrize("name", _cases(check_accuracy=True))
+@pytest.mark.parametrize("name", _cases())
 def test_audited_robust_accuracy_is_within_5_points_of_the_trick_aware_reference(
     zoo: cal.Zoo, audited: dict, name: str
 ) -> None:
