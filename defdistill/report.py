@@ -17,7 +17,6 @@ in the tables. Every file is written atomically.
 
 from __future__ import annotations
 
-import io
 import math
 import re
 from collections.abc import Sequence
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .core.fileio import atomic_write_bytes, atomic_write_text
+from .core.fileio import atomic_write_png, atomic_write_text
 from .errors import DefdistillError
 from .store.runs import format_T, run_name
 from .store.tables import (
@@ -83,10 +82,7 @@ def _figure(panels: int, width: float = 5.0, height: float = 3.8):
 
 
 def _save(fig, path: Path) -> Path:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
+    return atomic_write_png(path, fig, dpi=110)
 
 
 def _temperature_axis(ax, temperatures: list[float]) -> None:

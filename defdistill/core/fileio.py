@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -165,6 +166,15 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def atomic_write_png(path: str | Path, figure: Any, dpi: int) -> Path:
+    """A matplotlib `figure` as a PNG at `path`, atomically; without the library's version in
+    the metadata, so the same figure gives the same bytes on every machine."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
+    atomic_write_bytes(path, buffer.getvalue())
+    return Path(path)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

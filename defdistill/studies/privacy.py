@@ -15,7 +15,6 @@ accuracy).
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import time
@@ -29,7 +28,12 @@ import torch
 from torch import nn
 
 from ..checks import check_positive_int, check_seed, check_shadows, check_temperatures
-from ..core.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, ensure_writable_dir
+from ..core.fileio import (
+    atomic_write_json,
+    atomic_write_png,
+    atomic_write_text,
+    ensure_writable_dir,
+)
 from ..core.progress import SILENT, ProgressReporter
 from ..core.runtime import resolve_device, seed_everything
 from ..data.registry import DatasetSpec, get_dataset_spec, load_dataset
@@ -880,8 +884,4 @@ def plot_privacy_rocs(records: Sequence[dict[str, Any]], path: str | Path) -> Pa
         f"{first['roc'].n_nonmembers} non-members",
         fontsize=10,
     )
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120, metadata={"Software": None})  # no version: same bytes
-    path = Path(path)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
+    return atomic_write_png(path, fig, dpi=120)

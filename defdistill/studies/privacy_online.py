@@ -37,7 +37,13 @@ import torch
 from torch import nn
 
 from ..checks import check_positive_int, check_seed, check_temperatures
-from ..core.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, ensure_writable_dir
+from ..core.fileio import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_png,
+    atomic_write_text,
+    ensure_writable_dir,
+)
 from ..core.progress import SILENT, ProgressReporter
 from ..core.runtime import resolve_device, seed_everything
 from ..core.stats import describe_differences
@@ -749,10 +755,7 @@ def plot_frontier(rows: Sequence[dict[str, Any]], path: Path, attack: str = "lir
         f"{first['n_members']} members / {first['n_nonmembers']} non-members per target",
         fontsize=9,
     )
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120, metadata={"Software": None})
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
+    return atomic_write_png(path, fig, dpi=120)
 
 
 def _write_results(
