@@ -50,23 +50,14 @@ from torch import nn  # noqa: E402
 from defdistill.core.fileio import atomic_write_json, atomic_write_text  # noqa: E402
 from defdistill.core.runtime import configure_threads  # noqa: E402
 from defdistill.data.registry import get_dataset_spec, load_dataset  # noqa: E402
+from defdistill.evaluate.worst_case import FULL_EVALUATION_ATTACKS  # noqa: E402
 from defdistill.models import build_model  # noqa: E402
 from defdistill.train.loop import make_optimizer, recipe_for  # noqa: E402
 
 CPU = torch.device("cpu")
 # The MNIST sweep's attacks (experiments/sweeps/mnist-temperature-cpu.yaml) that enter the L-inf
 # worst case at eps 0.1: cw (L2) and JSMA (L0) are other norms' rows.
-MNIST_ATTACKS = (
-    "fgsm",
-    "pgd",
-    "pgd-margin",
-    "pgd-t",
-    "apgd-ce",
-    "apgd-dlr",
-    "autoattack",
-    "noise",
-    "transfer",
-)
+MNIST_ATTACKS = FULL_EVALUATION_ATTACKS
 MNIST_EPS = 0.1
 PASS_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 

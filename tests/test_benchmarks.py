@@ -124,3 +124,46 @@ def test_readme_timing_block_is_the_one_generated_from_the_committed_benchmarks(
         bench.readme_block(rows) in readme
     )  # regenerate: benchmarks/run.py --readme README.md --readme-from ...
     assert "machine" in {r["name"] for r in rows}  # the block names the machine it was measured on
+
+
+def test_image_passes_are_counted_with_and_without_the_inputs_gradient(bench, trained_runs):
+    import torch
+
+    from defdistill.store.runs import load_run
+
+    model, _ = load_run(trained_runs.teacher_t1, dataset="digits")
+    x = torch.rand(5, 1, 8, 8)
+    passes = bench.ImagePasses()
+    with bench.counting_image_passes(passes):
+        with torch.no_grad():
+            model(x)
+        model(x.clone().requires_grad_(True)).sum().backward()
+        model(x[:2].clone().requires_grad_(True))
+    model(x)  # after the block: not counted
+    assert (passes.forward, passes.backward) == (5, 7)
+    assert passes.cost(1.0, 3.0) == 26.0
+
+
+def test_only_measures_the_named_rows_again_and_keeps_every_other(bench, tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    rows = [
+        bench.row("machine", None, None, None, "a CPU"),
+        bench.row("demo_wall_time", 90.0, 1.0, 90.0, "old"),
+    ]
+    rows.append(bench.row("train_epoch_vs_plain_loop", 1.0, 1.0, 1.0, "kept"))
+    bench.write_results(results, rows, "# Benchmarks\n\nMode: full. torch: x; load average at start: 9.\n")
+    monkeypatch.setitem(
+        bench.ONLY_ROWS, "demo_wall_time", lambda cfg: [bench.row("demo_wall_time", 60.0, 1.0, 60.0, "new")]
+    )
+    assert (
+        bench.remeasure(["demo_wall_time"], bench.FULL, results, {"load average at start": "0.5"}, None) == 0
+    )
+    written = json.loads((results / "benchmarks.json").read_text())
+    assert [(r["name"], r["note"]) for r in written] == [
+        ("machine", "a CPU"),
+        ("demo_wall_time", "new"),
+        ("train_epoch_vs_plain_loop", "kept"),
+    ]
+    text = (results / "benchmarks.md").read_text()
+    assert "earlier full run: torch: x; load average at start: 9" in text and ": demo_wall_time;" in text
+    assert bench.remeasure(["bogus"], bench.FULL, results, {}, None) == 2

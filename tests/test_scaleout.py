@@ -543,3 +543,13 @@ def test_the_scripts_refuse_bad_options(args: list[str], message: str):
         ["bash", str(EXPERIMENTS / args[0]), *args[1:]], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 2 and message in done.stderr
+
+
+def test_the_seeds_script_runs_the_full_evaluation_list_at_each_seed():
+    from defdistill.evaluate.worst_case import FULL_EVALUATION_ATTACKS
+
+    specs = _script_specs("seeds.sh", "mnist", "-n", "200", SEEDS="0 2", EPS="0.1,0.2")
+    assert [(s.seed, s.attacks, s.eps) for s in specs] == [
+        (seed, FULL_EVALUATION_ATTACKS, (0.1, 0.2)) for seed in (0, 2)
+    ]
+    assert [s.results_dir for s in specs] == ["results", "results/seeds/seed-2"]

@@ -44,6 +44,12 @@ def _broken_within(record: dict[str, Any], eps: float) -> torch.Tensor:
 # attacked with less gets no comparison, and the reason says what it lacks.
 STANDARD_ATTACKS = ("fgsm", "pgd", "apgd-ce", "apgd-dlr", "noise")
 TARGETED_ATTACKS = ("apgd-t", "pgd-t", "autoattack")
+# The full L-inf evaluation of one model at a budget, as the seed sweeps (experiments/seeds.sh)
+# and the MNIST evaluation benchmark run it: every bounded attack of the temperature sweep, with
+# AutoAttack's cascade bringing APGD-T and Square.
+FULL_EVALUATION_ATTACKS = (
+    "fgsm", "pgd", "pgd-margin", "pgd-t", "apgd-ce", "apgd-dlr", "autoattack", "noise", "transfer",
+)  # fmt: skip
 
 
 def attack_list(attacks: Sequence[str] | dict[str, Any]) -> str:
