@@ -91,7 +91,9 @@ def test_harness_on_minimal_sizes_writes_the_documented_json_and_markdown(bench,
     if "skipped" not in next(r["note"] for r in written if r["name"] == "pgd_vs_torchattacks"):
         references = {f"{a}_{norm}_vs_torchattacks" for a in ("apgd-ce", "apgd-dlr", "apgd-t", "square")
                       for norm in ("linf", "l2")}  # fmt: skip
-        references |= {"autoattack_vs_torchattacks_autoattack", "audit_vs_torchattacks_autoattack"}
+        references |= {
+            f"{b}_vs_torchattacks_autoattack{s}" for b in ("autoattack", "audit") for s in ("", "_100_steps")
+        }
         assert references <= names
         for r in written:
             if r["name"] in references:  # a time is never reported without both robust accuracies
