@@ -169,3 +169,11 @@ def test_only_measures_the_named_rows_again_and_keeps_every_other(bench, tmp_pat
     text = (results / "benchmarks.md").read_text()
     assert "earlier full run: torch: x; load average at start: 9" in text and ": demo_wall_time;" in text
     assert bench.remeasure(["bogus"], bench.FULL, results, {}, None) == 2
+
+
+def test_the_performance_page_table_is_the_one_generated_from_the_committed_benchmarks(bench):
+    rows = json.loads((HARNESS.parents[1] / "results" / "benchmarks.json").read_text())
+    page = (HARNESS.parents[1] / "docs" / "performance.md").read_text()
+    assert (
+        bench.docs_block(rows) in page
+    )  # regenerate: benchmarks/run.py --readme README.md --readme-from ...
