@@ -1222,6 +1222,20 @@ def _p(p: float) -> str:
     return "< 0.0001" if p < 1e-4 else f"{p:.2g}" if p < 0.01 else f"{p:.3f}".rstrip("0").rstrip(".")
 
 
+def small_budget_verdict(r: dict) -> str:
+    """What one comparison over seeds establishes: a direction only where the t-interval over seeds
+    excludes 0 and the Holm-adjusted paired t-test is below SIGNIFICANCE."""
+    a, b = r["a"], r["b"]
+    if int(r["seeds"]) < 2:
+        return f"one seed cannot separate {a} from {b}: a seed-to-seed difference is not measured"
+    excludes = r["t_low"] > 0 or r["t_high"] < 0
+    if excludes and r["p_t_holm"] < SIGNIFICANCE:
+        return f"{a} is broken {'more' if r['difference'] > 0 else 'less'} often than {b} over seeds"
+    if excludes:
+        return f"the t-interval excludes 0; the Holm-adjusted test does not reach {SIGNIFICANCE:g}"
+    return f"no difference between {a} and {b} is established over these seeds"
+
+
 def small_budget_sentence(r: dict) -> str:
     """One comparison in words: which way it came out over seeds, and how surely."""
     norm = "L2 " if r.get("norm") == "l2" else ""
@@ -1237,24 +1251,17 @@ def small_budget_sentence(r: dict) -> str:
         f"(per seed {r['per_seed']})"
     )
     if seeds >= 2:
-        excludes = r["t_low"] > 0 or r["t_high"] < 0
         text += (
             f", 95% t-interval over seeds {r['t_low']:+.3f} to {r['t_high']:+.3f}, cluster bootstrap over "
             f"seeds and inputs {r['boot_low']:+.3f} to {r['boot_high']:+.3f}; paired t-test p = "
             f"{_p(r['p_t'])} (Holm-adjusted {_p(r['p_t_holm'])})"
         )
-        if excludes and r["p_t_holm"] < SIGNIFICANCE:
-            verdict = f"{a} is broken {'more' if r['difference'] > 0 else 'less'} often than {b} over seeds"
-        elif excludes:
-            verdict = f"the t-interval excludes 0; the Holm-adjusted test does not reach {SIGNIFICANCE:g}"
-        else:
-            verdict = f"no difference between {a} and {b} is established over these seeds"
     else:
         text += (
             f"; one seed, so no interval over seeds (a bootstrap over its inputs alone: {r['boot_low']:+.3f} "
             f"to {r['boot_high']:+.3f})"
         )
-        verdict = f"one seed cannot separate {a} from {b}: a seed-to-seed difference is not measured"
+    verdict = small_budget_verdict(r)
     text += (
         f". McNemar per seed p = {r['p_mcnemar_per_seed']}. {verdict[0].upper()}{verdict[1:]}; {a} higher "
         f"in {int(r['seeds_a_higher'])} of {seeds} seeds. Clean accuracy {r['clean_a']:.3f} against "

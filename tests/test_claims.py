@@ -12,7 +12,7 @@ from defdistill.studies.claims import blocks, regenerate, render_block, stale_bl
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = {
-    "README.md": {"measured-figures"},
+    "README.md": {"measured-figures", "small-budget-answer"},
     "docs/privacy.md": {"privacy-results"},
     "docs/defences.md": {"defences-headline"},
     "REPRODUCTION.md": {

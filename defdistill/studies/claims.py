@@ -613,12 +613,15 @@ def temperature_findings(results_dir: Path, dataset: str = "digits") -> str:
             text.append(f"{name} succeeds on {_pct_span(at['success_rate'])} at every T.")
     cw = students[(students["attack"] == "cw") & students["eps"].isna()]
     if len(cw):
-        d1, d100 = t.median_dist(s1, "cw"), t.median_dist(s100, "cw")
+        # a T=1 student made for other comparisons may lack CW: then the undistilled network is T=1
+        cw1 = s1 if not math.isnan(t.median_dist(s1, "cw")) else UNDEFENDED
+        d1, d100 = t.median_dist(cw1, "cw"), t.median_dist(s100, "cw")
+        named = "" if cw1 == s1 else f" ({cw1})"
         text.append(
             f"CW finds an adversarial example for {_pct_span(cw['success_rate'])} of the inputs at every T; "
             f"its median L2 distance lies between {cw['median_dist'].min():.3f} and "
-            f"{cw['median_dist'].max():.3f} ({d1:.3f} at T=1, {d100:.3f} at T={format_T(DEFENDED_T)}). "
-            + _cw_trend(results_dir, dataset, s1, s100)
+            f"{cw['median_dist'].max():.3f} ({d1:.3f} at T=1{named}, {d100:.3f} at "
+            f"T={format_T(DEFENDED_T)}). " + _cw_trend(results_dir, dataset, cw1, s100)
         )
     text.append(
         "The small budgets, where the question is which network is broken more often, are compared over "
@@ -689,6 +692,53 @@ def small_budget(results_dir: Path, dataset: str = "digits", eps: str = "0.1") -
     if table.empty:
         return f"Not measured: no per-input records of two compared models on {dataset} at eps {eps}."
     return "\n".join(small_budget_sentence(r) for r in table.to_dict("records"))
+
+
+def small_budget_answer(results_dir: Path, dataset: str = "digits", eps: str = "0.1") -> str:
+    """README.md: the small-budget comparisons at the listed budgets as one table (the pairs of
+    report.SMALL_BUDGET_PAIRS, over seeds, on the attacks both models faced), each with its verdict."""
+    from ..report import (
+        SIGNIFICANCE,
+        attack_outcomes,
+        seed_robustness,
+        small_budget_comparison,
+        small_budget_verdict,
+    )
+
+    budgets = [float(e) for e in eps.split(",")]
+    rows = read_records(results_dir, "robustness", per_input=True)
+    outcomes = attack_outcomes(pd.concat([rows, seed_robustness(results_dir)], ignore_index=True))
+    keep = (outcomes["dataset"] == dataset) & np.isin(outcomes["eps"].round(6), np.round(budgets, 6))
+    table = small_budget_comparison(outcomes[keep])
+    if table.empty:
+        return f"Not measured: no per-input records of two compared models on {dataset} at eps {eps}."
+    lines = [
+        "| a against b | eps | seeds | broken: a, b | difference (95% t-interval over seeds) "
+        "| what it establishes |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in table.to_dict("records"):
+        if r.get("refused"):
+            lines.append(f"| {r['a']} against {r['b']} | {r['eps']:g} | | | | not compared: {r['refused']} |")
+            continue
+        interval = f" ({r['t_low']:+.3f} to {r['t_high']:+.3f})" if int(r["seeds"]) >= 2 else ""
+        verdict = small_budget_verdict(r)
+        if int(r["seeds"]) >= 2:
+            holm = f"Holm-adjusted p = {r['p_t_holm']:.2g}"
+            excludes = r["t_low"] > 0 or r["t_high"] < 0
+            way = "more" if r["difference"] > 0 else "less"
+            verdict = (
+                f"{r['a']} broken {way} often ({holm})"
+                if excludes and r["p_t_holm"] < SIGNIFICANCE
+                else f"interval excludes 0, {r['a']} {way} often; {holm}, not below {SIGNIFICANCE:g}"
+                if excludes
+                else f"no difference established ({holm})"
+            )
+        lines.append(
+            f"| {r['a']} against {r['b']} | {r['eps']:g} | {int(r['seeds'])} | {r[r['a']]:.3f}, "
+            f"{r[r['b']]:.3f} | {r['difference']:+.3f}{interval} | {verdict} |"
+        )
+    return "\n".join(lines)
 
 
 def sweep_cost(results_dir: Path, dataset: str = "digits") -> str:
@@ -779,6 +829,7 @@ RENDERERS: dict[str, Callable[..., str]] = {
     "temperature-findings": temperature_findings,
     "sweep-cost": sweep_cost,
     "small-budget": small_budget,
+    "small-budget-answer": small_budget_answer,
     "accuracy-noise": accuracy_noise,
 }
 
