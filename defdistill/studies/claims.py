@@ -679,16 +679,24 @@ def _p_value(p: float) -> str:
     return f"p = {p:.2g}" if p < 0.01 else "p = " + f"{p:.3f}".rstrip("0").rstrip(".")
 
 
-def small_budget(results_dir: Path, dataset: str = "digits", eps: str = "0.1") -> str:
-    """REPRODUCTION.md: the small-budget comparisons of REPORT.md at the listed budgets, over the seeds
-    of `results_dir` and its seeds/ folders, on the attacks both models faced (report.compare_pair)."""
-    from ..report import attack_outcomes, seed_robustness, small_budget_comparison, small_budget_sentence
+def _small_budget_table(results_dir: Path, dataset: str, eps: str) -> pd.DataFrame:
+    """report.small_budget_comparison on `dataset` at the comma-separated budgets `eps`, over the
+    seeds of `results_dir` and its seeds/ folders."""
+    from ..report import attack_outcomes, seed_robustness, small_budget_comparison
 
     budgets = [float(e) for e in eps.split(",")]
     rows = read_records(results_dir, "robustness", per_input=True)
     outcomes = attack_outcomes(pd.concat([rows, seed_robustness(results_dir)], ignore_index=True))
     keep = (outcomes["dataset"] == dataset) & np.isin(outcomes["eps"].round(6), np.round(budgets, 6))
-    table = small_budget_comparison(outcomes[keep])
+    return small_budget_comparison(outcomes[keep])
+
+
+def small_budget(results_dir: Path, dataset: str = "digits", eps: str = "0.1") -> str:
+    """REPRODUCTION.md: the small-budget comparisons of REPORT.md at the listed budgets, over the seeds
+    of `results_dir` and its seeds/ folders, on the attacks both models faced (report.compare_pair)."""
+    from ..report import small_budget_sentence
+
+    table = _small_budget_table(results_dir, dataset, eps)
     if table.empty:
         return f"Not measured: no per-input records of two compared models on {dataset} at eps {eps}."
     return "\n".join(small_budget_sentence(r) for r in table.to_dict("records"))
@@ -697,19 +705,9 @@ def small_budget(results_dir: Path, dataset: str = "digits", eps: str = "0.1") -
 def small_budget_answer(results_dir: Path, dataset: str = "digits", eps: str = "0.1") -> str:
     """README.md: the small-budget comparisons at the listed budgets as one table (the pairs of
     report.SMALL_BUDGET_PAIRS, over seeds, on the attacks both models faced), each with its verdict."""
-    from ..report import (
-        SIGNIFICANCE,
-        attack_outcomes,
-        seed_robustness,
-        small_budget_comparison,
-        small_budget_verdict,
-    )
+    from ..report import SIGNIFICANCE, small_budget_verdict
 
-    budgets = [float(e) for e in eps.split(",")]
-    rows = read_records(results_dir, "robustness", per_input=True)
-    outcomes = attack_outcomes(pd.concat([rows, seed_robustness(results_dir)], ignore_index=True))
-    keep = (outcomes["dataset"] == dataset) & np.isin(outcomes["eps"].round(6), np.round(budgets, 6))
-    table = small_budget_comparison(outcomes[keep])
+    table = _small_budget_table(results_dir, dataset, eps)
     if table.empty:
         return f"Not measured: no per-input records of two compared models on {dataset} at eps {eps}."
     lines = [
