@@ -602,6 +602,29 @@ def autoattack_references(model: nn.Module, eps: float, seed: int) -> list[tuple
     ]
 
 
+def against_autoattack_references(
+    ours: Callable[[], Any], model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Config
+) -> tuple[float, list[tuple[str, str, float, float, float]]]:
+    """`ours` timed interleaved with both `autoattack_references` on the same inputs: the median
+    seconds of ours, and per reference (row-name suffix, what it runs, seconds, ratio, robust accuracy)."""
+    references = autoattack_references(model, cfg.eps, cfg.seed)
+    robust: dict[str, float] = {}
+
+    def reference(suffix: str, attack: Any) -> Callable[[], None]:
+        def run() -> None:
+            robust[suffix] = plain_robustness(model, attack, x, y, cfg.seed)["robust_acc"]
+
+        return run
+
+    ours_s, refs_s, ratios = interleaved_timing(
+        ours, [reference(suffix, attack) for suffix, _, attack in references], cfg.autoattack_pairs
+    )
+    return ours_s, [
+        (suffix, budget, ref_s, ratio, robust[suffix])
+        for (suffix, budget, _), ref_s, ratio in zip(references, refs_s, ratios, strict=True)
+    ]
+
+
 def bench_autoattack_vs_torchattacks(
     cfg: Config, model: nn.Module, x: torch.Tensor, y: torch.Tensor
 ) -> list[dict]:
@@ -613,29 +636,19 @@ def bench_autoattack_vs_torchattacks(
     if torchattacks is None:
         return [row(name, None, None, None, SKIPPED_TORCHATTACKS)]
     x, y = x[: cfg.n_reference], y[: cfg.n_reference]
-    references = autoattack_references(model, cfg.eps, cfg.seed)
     outcome: dict[str, dict] = {}
 
     def ours() -> None:
         outcome["ours"] = run_attack(model, x, y, "autoattack", [cfg.eps], AttackSettings(), CPU, cfg.seed)[0]
 
-    def reference(suffix: str, attack: Any) -> Callable[[], None]:
-        def run() -> None:
-            outcome[suffix] = plain_robustness(model, attack, x, y, cfg.seed)
-
-        return run
-
-    ours_s, refs_s, ratios = interleaved_timing(
-        ours, [reference(suffix, attack) for suffix, _, attack in references], cfg.autoattack_pairs
-    )
+    ours_s, references = against_autoattack_references(ours, model, x, y, cfg)
     rows = []
-    for (suffix, budget, _), ref_s, ratio in zip(references, refs_s, ratios, strict=True):
+    for suffix, budget, ref_s, ratio, robust in references:
         note = (
             f"{len(x)} digits test inputs, L-inf eps {cfg.eps}; ours: APGD-CE, APGD-T (9 targets), "
             "100 steps, Square (5,000 queries), each on the inputs still standing; torchattacks "
             f"{torchattacks.__version__}: the same and FAB-T, {budget}; robust accuracy "
-            f"{outcome['ours']['robust_acc']:.4f} ours, "
-            f"{outcome[suffix]['robust_acc']:.4f} torchattacks"
+            f"{outcome['ours']['robust_acc']:.4f} ours, {robust:.4f} torchattacks"
         )
         rows.append(row(name + suffix, ours_s, ref_s, ratio, note))
     return rows
@@ -757,7 +770,6 @@ def bench_audit_vs_torchattacks(
     budgets = audit_budgets(cfg.audit_budget)
     x, y = x[: cfg.n_reference], y[: cfg.n_reference]
     x_train, _ = train_split(cfg)
-    references = autoattack_references(model, cfg.eps, cfg.seed)
     outcome: dict[str, Any] = {}
 
     def ours() -> None:
@@ -765,24 +777,16 @@ def bench_audit_vs_torchattacks(
             model, x, y, eps=[cfg.eps], x_train=x_train, seed=cfg.seed, dataset="digits", budgets=budgets
         )
 
-    def reference(suffix: str, attack: Any) -> Callable[[], None]:
-        def run() -> None:
-            outcome[suffix] = plain_robustness(model, attack, x, y, cfg.seed)
-
-        return run
-
-    ours_s, refs_s, ratios = interleaved_timing(
-        ours, [reference(suffix, attack) for suffix, _, attack in references], cfg.autoattack_pairs
-    )
+    ours_s, references = against_autoattack_references(ours, model, x, y, cfg)
     result = outcome["ours"]
     rows = []
-    for (suffix, budget, _), ref_s, ratio in zip(references, refs_s, ratios, strict=True):
+    for suffix, budget, ref_s, ratio, robust in references:
         note = (
             f"{len(x)} digits test inputs, L-inf eps {cfg.eps}, the audit's {cfg.audit_budget} budgets "
             "(its attacks: "
             f"{', '.join(a['name'] for a in result.attacks)}; the surrogate distilled from the digits train "
             f"split); worst-case robust accuracy {result.robust_accuracy[f'{cfg.eps:g}']:.4f} ours (naive "
-            f"{result.naive_robust_accuracy[f'{cfg.eps:g}']:.4f}), {outcome[suffix]['robust_acc']:.4f} "
+            f"{result.naive_robust_accuracy[f'{cfg.eps:g}']:.4f}), {robust:.4f} "
             f"torchattacks {torchattacks.__version__} AutoAttack standard {budget}; verdict: {result.verdict}"
         )
         rows.append(row(name + suffix, ours_s, ref_s, ratio, note))
@@ -1071,8 +1075,9 @@ def bench_mnist_full_evaluation(cfg: Config, data_dir: Path, runs_dir: Path) -> 
     model.eval()
     x, y = load_dataset("mnist", "test", data_dir)
     x, y = x[: cfg.mnist_n], y[: cfg.mnist_n]
+    references = autoattack_references(model, 0.1, cfg.seed)
     robust: dict[str, float] = {}
-    passes = {side: ImagePasses() for side in ("ours", "10", "100")}
+    passes = {side: ImagePasses() for side in ("ours", *(suffix for suffix, _, _ in references))}
     seconds: dict[str, float] = {}
 
     def ours() -> None:
@@ -1083,18 +1088,14 @@ def bench_mnist_full_evaluation(cfg: Config, data_dir: Path, runs_dir: Path) -> 
             )  # fmt: skip
             robust["ours"] = float(read_worst_case(results)["ensemble_robust_acc"].iloc[-1])
 
-    def reference(steps: int) -> Callable[[], None]:
+    def reference(suffix: str, attack: Any) -> Callable[[], None]:
         def run() -> None:
-            attack = (
-                torchattacks_autoattack(model, 0.1, cfg.seed)
-                if steps == 10
-                else torchattacks_autoattack_steps(model, 0.1, cfg.seed, steps)
-            )
-            robust[str(steps)] = plain_robustness(model, attack, x, y, cfg.seed)["robust_acc"]
+            robust[suffix] = plain_robustness(model, attack, x, y, cfg.seed)["robust_acc"]
 
         return run
 
-    for side, fn in (("ours", ours), ("10", reference(10)), ("100", reference(AUTOATTACK_PAPER_STEPS))):
+    sides = [("ours", ours), *((suffix, reference(suffix, attack)) for suffix, _, attack in references)]
+    for side, fn in sides:
         with counting_image_passes(passes[side]):
             started = time.process_time()
             fn()
@@ -1109,10 +1110,7 @@ def bench_mnist_full_evaluation(cfg: Config, data_dir: Path, runs_dir: Path) -> 
         "standard (APGD-CE, APGD-T, FAB-T, Square 5,000 queries, each on the inputs still standing)"
     )
     rows = []
-    for side, name, budget in (
-        ("10", names[0], "at its default 10 steps for APGD-CE, APGD-T and FAB-T"),
-        ("100", names[1], "at the 100 steps of the AutoAttack paper's standard version"),
-    ):
+    for (side, budget, _), name in zip(references, names, strict=True):
         bound = ours_cost / passes[side].cost(forward_s, backward_s)
         note = (
             f"{common} {budget}: {passes[side]}. At this run's per-image costs ({forward_s * 1e6:.0f} us "
@@ -1203,6 +1201,18 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
+def table_rows(rows: Sequence[dict]) -> list[str]:
+    """The Markdown lines of the timed rows (the machine row and the Carlini-Wagner curve's points
+    are shown elsewhere): name, ours, reference, ratio, note."""
+    return [
+        "| "
+        + " | ".join([r["name"], _fmt(r["ours_s"]), _fmt(r["reference_s"]), _fmt(r["ratio"]), r["note"]])
+        + " |"
+        for r in rows
+        if not r["name"].startswith("cw_curve_") and r["name"] != "machine"
+    ]
+
+
 def markdown(rows: Sequence[dict], points: Sequence[dict], cfg: Config, context: dict[str, str]) -> str:
     """The human-readable report: the ratio table, the Carlini-Wagner curve, the context."""
     lines = [
@@ -1218,12 +1228,8 @@ def markdown(rows: Sequence[dict], points: Sequence[dict], cfg: Config, context:
         "",
         "| benchmark | ours (s) | reference (s) | ratio | note |",
         "| --- | --- | --- | --- | --- |",
+        *table_rows(rows),
     ]
-    for r in rows:
-        if r["name"].startswith("cw_curve_") or r["name"] == "machine":
-            continue
-        cells = [r["name"], _fmt(r["ours_s"]), _fmt(r["reference_s"]), _fmt(r["ratio"]), r["note"]]
-        lines.append("| " + " | ".join(cells) + " |")
     if points:
         lines += [
             "",
@@ -1367,13 +1373,10 @@ def docs_block(rows: Sequence[dict]) -> str:
         "",
         "| benchmark | ours (s) | reference (s) | ratio | what both sides ran, and what they found |",
         "| --- | --- | --- | --- | --- |",
+        *table_rows(rows),
+        DOCS_END,
     ]
-    for r in rows:
-        if r["name"].startswith("cw_curve_") or r["name"] == "machine":
-            continue
-        cells = [r["name"], _fmt(r["ours_s"]), _fmt(r["reference_s"]), _fmt(r["ratio"]), r["note"]]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join([*lines, DOCS_END])
+    return "\n".join(lines)
 
 
 def _replace_block(path: Path, begin: str, end: str, block: str) -> bool:

@@ -1222,18 +1222,26 @@ def _p(p: float) -> str:
     return "< 0.0001" if p < 1e-4 else f"{p:.2g}" if p < 0.01 else f"{p:.3f}".rstrip("0").rstrip(".")
 
 
-def small_budget_verdict(r: dict) -> str:
-    """What one comparison over seeds establishes: a direction only where the t-interval over seeds
-    excludes 0 and the Holm-adjusted paired t-test is below SIGNIFICANCE."""
-    a, b = r["a"], r["b"]
+def small_budget_outcome(r: dict) -> str:
+    """What one comparison over seeds establishes: "one seed"; "established" where the t-interval
+    over seeds excludes 0 and the Holm-adjusted paired t-test is below SIGNIFICANCE; "interval"
+    where only the interval excludes 0; else "none"."""
     if int(r["seeds"]) < 2:
-        return f"one seed cannot separate {a} from {b}: a seed-to-seed difference is not measured"
-    excludes = r["t_low"] > 0 or r["t_high"] < 0
-    if excludes and r["p_t_holm"] < SIGNIFICANCE:
-        return f"{a} is broken {'more' if r['difference'] > 0 else 'less'} often than {b} over seeds"
-    if excludes:
-        return f"the t-interval excludes 0; the Holm-adjusted test does not reach {SIGNIFICANCE:g}"
-    return f"no difference between {a} and {b} is established over these seeds"
+        return "one seed"
+    if r["t_low"] > 0 or r["t_high"] < 0:
+        return "established" if r["p_t_holm"] < SIGNIFICANCE else "interval"
+    return "none"
+
+
+def small_budget_verdict(r: dict) -> str:
+    """`small_budget_outcome` in words, as REPORT.md's sentences say it."""
+    a, b = r["a"], r["b"]
+    return {
+        "one seed": f"one seed cannot separate {a} from {b}: a seed-to-seed difference is not measured",
+        "established": f"{a} is broken {'more' if r['difference'] > 0 else 'less'} often than {b} over seeds",
+        "interval": f"the t-interval excludes 0; the Holm-adjusted test does not reach {SIGNIFICANCE:g}",
+        "none": f"no difference between {a} and {b} is established over these seeds",
+    }[small_budget_outcome(r)]
 
 
 def small_budget_sentence(r: dict) -> str:

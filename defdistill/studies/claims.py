@@ -705,7 +705,7 @@ def small_budget(results_dir: Path, dataset: str = "digits", eps: str = "0.1") -
 def small_budget_answer(results_dir: Path, dataset: str = "digits", eps: str = "0.1") -> str:
     """README.md: the small-budget comparisons at the listed budgets as one table (the pairs of
     report.SMALL_BUDGET_PAIRS, over seeds, on the attacks both models faced), each with its verdict."""
-    from ..report import SIGNIFICANCE, small_budget_verdict
+    from ..report import SIGNIFICANCE, small_budget_outcome, small_budget_verdict
 
     table = _small_budget_table(results_dir, dataset, eps)
     if table.empty:
@@ -719,19 +719,16 @@ def small_budget_answer(results_dir: Path, dataset: str = "digits", eps: str = "
         if r.get("refused"):
             lines.append(f"| {r['a']} against {r['b']} | {r['eps']:g} | | | | not compared: {r['refused']} |")
             continue
-        interval = f" ({r['t_low']:+.3f} to {r['t_high']:+.3f})" if int(r["seeds"]) >= 2 else ""
-        verdict = small_budget_verdict(r)
-        if int(r["seeds"]) >= 2:
-            holm = f"Holm-adjusted p = {r['p_t_holm']:.2g}"
-            excludes = r["t_low"] > 0 or r["t_high"] < 0
-            way = "more" if r["difference"] > 0 else "less"
-            verdict = (
-                f"{r['a']} broken {way} often ({holm})"
-                if excludes and r["p_t_holm"] < SIGNIFICANCE
-                else f"interval excludes 0, {r['a']} {way} often; {holm}, not below {SIGNIFICANCE:g}"
-                if excludes
-                else f"no difference established ({holm})"
-            )
+        outcome = small_budget_outcome(r)
+        interval = "" if outcome == "one seed" else f" ({r['t_low']:+.3f} to {r['t_high']:+.3f})"
+        holm = f"Holm-adjusted p = {r['p_t_holm']:.2g}"
+        way = "more" if r["difference"] > 0 else "less"
+        verdict = {
+            "one seed": small_budget_verdict(r),
+            "established": f"{r['a']} broken {way} often ({holm})",
+            "interval": f"interval excludes 0, {r['a']} {way} often; {holm}, not below {SIGNIFICANCE:g}",
+            "none": f"no difference established ({holm})",
+        }[outcome]
         lines.append(
             f"| {r['a']} against {r['b']} | {r['eps']:g} | {int(r['seeds'])} | {r[r['a']]:.3f}, "
             f"{r[r['b']]:.3f} | {r['difference']:+.3f}{interval} | {verdict} |"
